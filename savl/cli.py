@@ -1,0 +1,163 @@
+"""The `savl` command (DESIGN §2). Sub-commands import their modules lazily so `savl --help` is fast.
+
+Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from savl import __version__
+from savl.errors import SavlError
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    """Write JSON via a temporary file in the same folder, then rename (nothing half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SavlError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SavlError(f"{path}: is a directory, expected a JSON file") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SavlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise SavlError(f"{path}: expected a JSON object")
+    return obj
+
+
+# --------------------------------------------------------------------------------------------- degrade
+def _degrade_one(src: Path, dst: Path, protocol_name: str, seed: int, replay: dict | None) -> None:
+    import torch
+
+    from savl.degrade.protocols import get_protocol
+    from savl.io import read_image, write_image
+
+    hr = read_image(src).unsqueeze(0)
+    if replay is not None:
+        protocol = get_protocol(replay.get("protocol", protocol_name))
+        if "params" not in replay:
+            raise SavlError(f"{src}: the parameter record has no 'params' entry")
+        lr = protocol.replay(hr, replay["params"])
+        params = replay["params"]
+        seed = replay.get("seed", seed)
+    else:
+        protocol = get_protocol(protocol_name)
+        lr, params = protocol(hr, torch.Generator().manual_seed(seed))
+    record = {
+        "protocol": protocol.name,
+        "seed": seed,
+        "input": str(src),
+        "input_size": list(hr.shape[-2:]),
+        "output_size": list(lr.shape[-2:]),
+        "savl_version": __version__,
+        "params": params,
+    }
+    write_image(dst, lr[0].clamp(0, 1))
+    _write_json_atomic(dst.with_suffix(".json"), record)
+    print(f"{src} -> {dst} ({protocol.name}, {hr.shape[-1]}x{hr.shape[-2]} -> {lr.shape[-1]}x{lr.shape[-2]})")
+
+
+def cmd_degrade(args) -> int:
+    from savl.io import image_files
+
+    src, dst = Path(args.input), Path(args.output)
+    replay = _read_json(Path(args.params)) if args.params else None
+    if src.is_dir():
+        files = image_files(src)
+        if not files:
+            raise SavlError(f"{src}: no image files in this folder")
+        if replay is not None:
+            raise SavlError(f"{args.params}: --params replays one image; give a single input file")
+        if dst.exists() and not dst.is_dir():
+            raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
+        dst.mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(files):
+            # Each file gets its own seed so that one image's draw does not depend on the others.
+            _degrade_one(f, dst / (f.stem + ".png"), args.protocol, args.seed + i, None)
+    else:
+        if dst.is_dir():
+            dst = dst / (src.stem + ".png")
+        _degrade_one(src, dst, args.protocol, args.seed, replay)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ data
+def cmd_data(args) -> int:
+    from savl import data
+
+    if args.action == "list":
+        for name in data.list_datasets():
+            print(name)
+        return 0
+    if args.name is None:
+        raise SavlError(f"savl data {args.action}: give a dataset name (see `savl data list`)")
+    if args.action == "download":
+        path = data.download_dataset(args.name, root=args.root)
+        print(f"{args.name}: {path}")
+        return 0
+    report = data.verify_dataset(args.name, root=args.root)
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report.get("ok", False) else 1
+
+
+# ------------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="savl", description="SAVL: degradations, training, evaluation, inference."
+    )
+    p.add_argument("--version", action="version", version=f"savl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("degrade", help="degrade an image (or a folder) with a named protocol")
+    d.add_argument("input", help="HR image file or folder")
+    d.add_argument("output", help="output image file or folder (a .json parameter record is written beside)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--protocol", default="realesrgan", help="realesrgan, bicubic, table5-type, manet-mode3, ..."
+    )
+    d.add_argument("--params", help="replay a parameter record written by an earlier run (single file)")
+    d.set_defaults(func=cmd_degrade)
+
+    da = sub.add_parser("data", help="public datasets: list, download, verify")
+    da.add_argument("action", choices=["list", "download", "verify"])
+    da.add_argument("name", nargs="?")
+    da.add_argument("--root", help="where datasets live (default: $SAVL_DATA_DIR or data/downloads)")
+    da.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SavlError as e:
+        print(f"savl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("savl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
