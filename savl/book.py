@@ -1,0 +1,131 @@
+"""Small helpers every chapter shares: environment banner and seeding, device and profile checks (DESIGN §3, §4).
+
+The first code cell of a chapter calls :func:`print_environment`; its ``parameters`` cell is checked with
+:func:`check_profile` and :func:`resolve_device`, and sizes that scale with the profile come from
+:func:`by_profile`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import savl
+from savl.errors import ConfigError
+
+#: The run profiles of DESIGN §3, cheapest first.
+PROFILES: tuple[str, ...] = ("smoke", "book", "paper")
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_profile(profile: str) -> str:
+    """Return ``profile`` if it is one of :data:`PROFILES`, else raise a one-line :class:`ConfigError`."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    return profile
+
+
+def by_profile(profile: str, **values: Any) -> Any:
+    """Pick the value for ``profile`` from keyword arguments, e.g. ``by_profile(p, smoke=64, book=4096)``.
+
+    A profile without its own value falls back to the next cheaper one that has a value (``paper`` uses
+    ``book``'s size unless told otherwise), so chapters only spell out what differs.
+    """
+    check_profile(profile)
+    unknown = sorted(set(values) - set(PROFILES))
+    if unknown:
+        raise ConfigError(f"by_profile got unknown profile name(s) {', '.join(unknown)}")
+    for name in reversed(PROFILES[: PROFILES.index(profile) + 1]):
+        if name in values:
+            return values[name]
+    raise ConfigError(f"by_profile has no value for profile {profile!r} or a cheaper one")
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """Turn a ``device`` parameter into a :class:`torch.device` that exists on this machine.
+
+    ``"auto"`` picks CUDA when available, else CPU. Asking for a CUDA or MPS device that is not there is a
+    :class:`ConfigError` (one line) rather than a silent fallback, so a GPU run never quietly runs on CPU.
+    """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"invalid device {device!r}: {str(err).splitlines()[0]}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r} requested but MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}: use cpu, cuda, cuda:N, mps or auto")
+    return dev
+
+
+def git_commit(path: str | os.PathLike[str] | None = None) -> str:
+    """The commit checked out at ``path`` (default: this package's repository), ``+dirty`` when tracked
+    files differ from it, or ``"unknown"`` outside a git checkout or without git."""
+    cwd = Path(path) if path is not None else _REPO_ROOT
+
+    def _git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+
+    try:
+        commit = _git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    try:
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        dirty = False
+    return commit + ("+dirty" if dirty else "")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (all devices)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global state is what third-party code draws from
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def environment(seed: int, device: str | torch.device = "cpu") -> dict[str, str | int]:
+    """The facts a chapter's first cell records: versions, commit, device and seed (no side effects)."""
+    dev = resolve_device(device)
+    info: dict[str, str | int] = {
+        "savl": savl.__version__,
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(dev),
+        "seed": seed,
+    }
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def print_environment(seed: int = 0, device: str | torch.device = "cpu") -> dict[str, str | int]:
+    """Seed everything with ``seed``, print the environment (DESIGN §4 conventions) and return it."""
+    seed_everything(seed)
+    info = environment(seed, device)
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        print(f"{key:<{width}} : {value}")
+    return info
