@@ -1,0 +1,201 @@
+"""Blur kernels (DESIGN §5.3, §5.5) against closed forms: moments, spectra, exact rebuilds."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from savl.degrade import kernels as K
+from savl.errors import ConfigError
+
+
+def moments(k: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (x, y) and covariance of a kernel seen as a distribution on pixel offsets (x = column, y = row)."""
+    k = k.double().numpy()
+    n = k.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
+    mx, my = (k * xx).sum(), (k * yy).sum()
+    dx, dy = xx - mx, yy - my
+    cov = np.array([[(k * dx * dx).sum(), (k * dx * dy).sum()], [(k * dx * dy).sum(), (k * dy * dy).sum()]])
+    return np.array([mx, my]), cov
+
+
+def rotated_cov(a: float, b: float, theta: float) -> np.ndarray:
+    """Reference covariance R diag(a, b) R^T, written out by hand (a, b are variances)."""
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array(
+        [[a * c * c + b * s * s, (a - b) * c * s], [(a - b) * c * s, a * s * s + b * c * c]],
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: K.bivariate_gaussian(21, 2.0, 0.7, 0.4),
+        lambda: K.generalized_gaussian(15, 1.5, 2.5, -1.0, 0.6),
+        lambda: K.plateau(13, 1.0, 2.0, 2.0, 1.7),
+        lambda: K.sinc_kernel(11, 1.3),
+        lambda: K.motion_kernel(21, 9.5, 0.7),
+        lambda: K.manet_kernel(6.0, 1.5, 1.1),
+        lambda: K.pulse(21),
+    ],
+)
+def test_every_kernel_is_float32_and_sums_to_one(make):
+    k = make()
+    assert k.dtype == torch.float32 and k.ndim == 2 and k.shape[0] == k.shape[1]
+    assert float(k.double().sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("sx,sy,theta", [(2.0, 2.0, 0.0), (3.0, 1.0, 0.0), (2.5, 0.8, 0.6), (1.2, 2.7, -2.1)])
+def test_bivariate_gaussian_second_moments_follow_std_convention(sx, sy, theta):
+    # A 61x61 grid makes truncation negligible (> 20 std); discretisation error of the variance ~ 1/12 px^2
+    # is the only bias left, so a 2 % relative tolerance plus 0.01 px^2 absolute suffices.
+    k = K.bivariate_gaussian(61, sx, sy, theta)
+    mean, cov = moments(k)
+    assert np.allclose(mean, [30, 30], atol=1e-6)
+    assert np.allclose(cov, rotated_cov(sx**2, sy**2, theta), rtol=0.02, atol=0.01)
+
+
+def test_isotropic_gaussian_ignores_theta_and_matches_separable_product():
+    k = K.bivariate_gaussian(21, 1.7, 1.7, 1.234)
+    t = np.arange(-10, 11, dtype=np.float64)
+    g = np.exp(-(t**2) / (2 * 1.7**2))
+    ref = np.outer(g, g) / np.outer(g, g).sum()
+    assert np.allclose(k.numpy(), ref, atol=1e-7)
+
+
+def test_rotation_by_pi_over_two_swaps_axes():
+    a = K.bivariate_gaussian(21, 3.0, 1.0, 0.0).numpy()
+    b = K.bivariate_gaussian(21, 3.0, 1.0, math.pi / 2).numpy()
+    assert np.allclose(a, b.T, atol=1e-7)
+
+
+def test_generalized_with_beta_one_is_the_gaussian():
+    a = K.generalized_gaussian(17, 2.2, 1.1, 0.9, 1.0)
+    b = K.bivariate_gaussian(17, 2.2, 1.1, 0.9)
+    assert torch.allclose(a, b, atol=1e-7)
+
+
+def test_generalized_and_plateau_shapes():
+    g_flat, g_peak = K.generalized_gaussian(21, 2, 2, 0, 4.0), K.generalized_gaussian(21, 2, 2, 0, 0.5)
+    # A large beta flattens the top: the centre is closer to its neighbour at distance 1.
+    assert g_flat[10, 11] / g_flat[10, 10] > g_peak[10, 11] / g_peak[10, 10]
+    p = K.plateau(21, 2.0, 2.0, 0.0, 1.0).double().numpy()
+    t = np.arange(-10, 11, dtype=np.float64)
+    r2 = (t[None] ** 2 + t[:, None] ** 2) / 4.0
+    ref = 1 / (1 + r2)
+    assert np.allclose(p, ref / ref.sum(), atol=1e-7)
+
+
+@pytest.mark.parametrize("cutoff", [math.pi / 2, 2.0])
+def test_sinc_kernel_is_an_ideal_circular_low_pass(cutoff):
+    # Reference: numpy's FFT of the kernel, zero-padded to 256^2, against the disc of radius `cutoff`.
+    # A 41-tap truncation leaves Gibbs ripple; measured (cutoff pi/2, 2.0): mean |H| inside 0.8*cutoff
+    # 1.036 / 0.967, max |H - 1| there 0.11 / 0.10; beyond 1.25*cutoff mean 0.008, max 0.046 / 0.037.
+    k = K.sinc_kernel(41, cutoff, pad_to=None).double().numpy()
+    H = np.abs(np.fft.fft2(k, s=(256, 256)))
+    w = np.fft.fftfreq(256) * 2 * np.pi
+    r = np.hypot(w[None, :], w[:, None])
+    inside, outside = r < 0.8 * cutoff, (r > 1.25 * cutoff) & (r < math.pi)
+    assert abs(H[inside].mean() - 1) < 0.06 and np.abs(H[inside] - 1).max() < 0.2
+    assert H[outside].mean() < 0.02 and H[outside].max() < 0.08
+
+
+def test_sinc_centre_is_the_limit_and_padding_is_centred():
+    cutoff = 1.7
+    k = K.sinc_kernel(13, cutoff, pad_to=None).double().numpy()
+    # Unnormalised centre cutoff^2/(4 pi) and first neighbour cutoff J1(cutoff)/(2 pi): their ratio is fixed.
+    from scipy.special import j1
+
+    assert k[6, 7] / k[6, 6] == pytest.approx((cutoff * j1(cutoff) / (2 * math.pi)) / (cutoff**2 / (4 * math.pi)))
+    padded = K.sinc_kernel(13, cutoff, pad_to=21)
+    assert padded.shape == (21, 21) and torch.equal(padded[4:17, 4:17], torch.from_numpy(k).float())
+    assert padded[:4].abs().sum() == 0 and padded[:, 17:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.5, math.pi / 2, 2.3])
+def test_motion_kernel_energy_lies_along_the_angle(angle):
+    length = 12.0
+    k = K.motion_kernel(21, length, angle)
+    mean, cov = moments(k)
+    evals, evecs = np.linalg.eigh(cov)
+    major = evecs[:, 1]
+    # Principal axis direction (mod pi) equals the angle; variance along ~ L^2/12 (uniform segment),
+    # across it only the bilinear splat (< 0.25 px^2).
+    diff = (math.atan2(major[1], major[0]) - angle) % math.pi
+    assert min(diff, math.pi - diff) < 0.02
+    assert evals[1] == pytest.approx(length**2 / 12, rel=0.05)
+    assert evals[0] < 0.25
+    assert np.allclose(mean, [10, 10], atol=1e-6)
+
+
+def test_motion_kernel_horizontal_is_a_row():
+    k = K.motion_kernel(21, 8.0, 0.0)
+    assert k[10].sum() == pytest.approx(1.0, abs=1e-6)
+    assert torch.count_nonzero(k[10]) == 9  # offsets -4..4
+
+
+@pytest.mark.parametrize("sig1,sig2,theta", [(4.0, 1.0, 0.0), (6.0, 2.0, 0.8), (2.0, 5.0, -1.3)])
+def test_manet_kernel_uses_variances(sig1, sig2, theta):
+    # A large grid removes truncation; covariance must equal R diag(sig1, sig2) R^T (variances, not stds).
+    k = K.manet_kernel(sig1, sig2, theta, scale=4, size=61, grid=61)
+    mean, cov = moments(k)
+    assert np.allclose(cov, rotated_cov(sig1, sig2, theta), rtol=0.02, atol=0.01)
+    assert np.allclose(mean, [61 // 2 - 1.5] * 2, atol=1e-3)  # MANet's shift for x4 subsampling
+
+
+def test_manet_kernel_default_layout_is_18x18_in_the_top_left_corner():
+    k = K.manet_kernel(1.0, 0.5, 0.3)
+    assert k.shape == (21, 21)
+    assert k[18:].abs().sum() == 0 and k[:, 18:].abs().sum() == 0
+    mean, cov = moments(k)
+    assert np.allclose(mean, [7.5, 7.5], atol=1e-3)
+    assert np.allclose(cov, rotated_cov(1.0, 0.5, 0.3), rtol=0.03, atol=0.01)
+
+
+def test_random_kernel_record_rebuilds_exactly_through_json(generator):
+    cfg = K.KernelConfig(sinc_prob=0.3)
+    types = set()
+    for _ in range(60):
+        k, rec = K.random_kernel(cfg, generator)
+        rebuilt = K.kernel_from_record(json.loads(json.dumps(rec)))
+        assert torch.equal(k, rebuilt)
+        assert k.shape == (21, 21) and float(k.double().sum()) == pytest.approx(1.0, abs=1e-6)
+        types.add(rec["type"])
+    assert {"iso", "aniso", "sinc"} <= types
+
+
+def test_random_kernel_same_seed_same_draws():
+    a = [K.random_kernel(K.KernelConfig(), torch.Generator().manual_seed(5))[1] for _ in range(3)]
+    b = [K.random_kernel(K.KernelConfig(), torch.Generator().manual_seed(5))[1] for _ in range(3)]
+    assert a == b
+
+
+def test_final_kernel_is_sinc_or_pulse(generator):
+    seen = set()
+    for _ in range(40):
+        k, rec = K.random_final_kernel(0.5, generator)
+        seen.add(rec["type"])
+        assert torch.equal(k, K.kernel_from_record(rec))
+        if rec["type"] == "sinc":
+            assert math.pi / 3 <= rec["cutoff"] <= math.pi
+        else:
+            assert torch.equal(k, K.pulse(21))
+    assert seen == {"sinc", "pulse"}
+
+
+def test_bad_arguments_raise_config_errors():
+    with pytest.raises(ConfigError):
+        K.bivariate_gaussian(20, 1, 1, 0)
+    with pytest.raises(ConfigError):
+        K.bivariate_gaussian(21, 0.0, 1, 0)
+    with pytest.raises(ConfigError):
+        K.sinc_kernel(21, 4.0)
+    with pytest.raises(ConfigError):
+        K.KernelConfig(kernel_prob=(0.5, 0.5))
+    with pytest.raises(ConfigError):
+        K.kernel_from_record({"type": "iso", "size": 21})
+    with pytest.raises(ConfigError):
+        K.kernel_from_record({"type": "box", "size": 21, "sigma_x": 1, "sigma_y": 1, "theta": 0})
