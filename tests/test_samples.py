@@ -1,5 +1,7 @@
 """savl.data.samples: the embedded photos, checked against an independent decode with Pillow."""
 
+import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from savl.data import sample_image_info, sample_images
+from savl.data import sample_image_info, sample_images, samples
 from savl.errors import ConfigError
 
 EXPECTED = {
@@ -26,8 +28,17 @@ EXPECTED = {
 }
 
 
-def test_all_bundled_photos_load_offline_as_rgb_in_unit_range():
-    imgs = sample_images()
+def test_all_bundled_photos_load_offline_as_rgb_in_unit_range(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network use in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    samples._load.cache_clear()
+    samples._resized.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a photo skipped for want of a download would warn
+        imgs = sample_images()
     assert [n for n, _ in imgs] == list(EXPECTED)  # all twelve load here, none needs the network
     assert len(imgs) >= 8
     for name, img in imgs:
