@@ -244,14 +244,8 @@ def sinc_cutoff_range(size: int) -> tuple[float, float]:
     return (math.pi / 3, math.pi) if size < 13 else (math.pi / 5, math.pi)
 
 
-def random_kernel(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> tuple[torch.Tensor, dict]:
-    """One Real-ESRGAN blur kernel draw (§5.3): ``(kernel (pad_to, pad_to), record)``.
-
-    Size is drawn from ``sizes``; with ``sinc_prob`` a sinc kernel (cut-off by ``sinc_cutoff_range``), otherwise
-    a type by ``kernel_prob``: isotropic types draw one sigma and no rotation, anisotropic types draw both sigmas
-    and a rotation; generalized/plateau types draw beta half below 1, half above. The record alone rebuilds the
-    kernel through :func:`kernel_from_record`.
-    """
+def random_kernel_record(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> dict:
+    """The parameters of one Real-ESRGAN blur kernel draw (§5.3), without building it; see :func:`random_kernel`."""
     cfg = stage_cfg if isinstance(stage_cfg, KernelConfig) else KernelConfig.from_dict(stage_cfg)
     size = cfg.sizes[_choice(generator, [1.0] * len(cfg.sizes))]
     if _uniform(generator, 0.0, 1.0) < cfg.sinc_prob:
@@ -270,22 +264,38 @@ def random_kernel(stage_cfg: KernelConfig | dict, generator: torch.Generator | N
         elif ktype.startswith("plateau"):
             record["beta"] = _draw_beta(generator, *cfg.betap_range)
     record["pad_to"] = cfg.pad_to
+    return record
+
+
+def random_kernel(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> tuple[torch.Tensor, dict]:
+    """One Real-ESRGAN blur kernel draw (§5.3): ``(kernel (pad_to, pad_to), record)``.
+
+    Size is drawn from ``sizes``; with ``sinc_prob`` a sinc kernel (cut-off by ``sinc_cutoff_range``), otherwise
+    a type by ``kernel_prob``: isotropic types draw one sigma and no rotation, anisotropic types draw both sigmas
+    and a rotation; generalized/plateau types draw beta half below 1, half above. The record alone rebuilds the
+    kernel through :func:`kernel_from_record`.
+    """
+    record = random_kernel_record(stage_cfg, generator)
     return kernel_from_record(record), record
 
 
-def random_final_kernel(
+def random_final_record(
     prob: float,
     generator: torch.Generator | None,
     sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21),
     cutoff_range: tuple[float, float] = (math.pi / 3, math.pi),
     pad_to: int = 21,
-) -> tuple[torch.Tensor, dict]:
-    """Real-ESRGAN's final filter (§5.3): with ``prob`` a sinc with cut-off U(pi/3, pi), otherwise the pulse."""
+) -> dict:
+    """Record of Real-ESRGAN's final filter (§5.3): with ``prob`` a sinc with cut-off U(pi/3, pi), else the pulse."""
     size = sizes[_choice(generator, [1.0] * len(sizes))]
     if _uniform(generator, 0.0, 1.0) < prob:
-        record = {"type": "sinc", "size": size, "cutoff": _uniform(generator, *cutoff_range), "pad_to": pad_to}
-    else:
-        record = {"type": "pulse", "size": pad_to, "pad_to": pad_to}
+        return {"type": "sinc", "size": size, "cutoff": _uniform(generator, *cutoff_range), "pad_to": pad_to}
+    return {"type": "pulse", "size": pad_to, "pad_to": pad_to}
+
+
+def random_final_kernel(prob: float, generator: torch.Generator | None, **kw: Any) -> tuple[torch.Tensor, dict]:
+    """Real-ESRGAN's final filter draw: ``(kernel, record)``; see :func:`random_final_record`."""
+    record = random_final_record(prob, generator, **kw)
     return kernel_from_record(record), record
 
 

@@ -67,13 +67,31 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return kornia.filters.filter2d(reflect_pad(x, p), kernel, padding="valid")
 
 
+def _band_matrix(k: torch.Tensor, n: int) -> torch.Tensor:
+    """(n + K - 1, n) matrix with column j holding the 1-D kernel k at rows j..j+K-1: ``xp @ M`` correlates."""
+    kk = k.numel()
+    cols = torch.arange(n, device=k.device)
+    rows = cols[None, :] + torch.arange(kk, device=k.device)[:, None]
+    m = torch.zeros(n + kk - 1, n, device=k.device, dtype=k.dtype)
+    m[rows, cols.expand(kk, n)] = k[:, None].expand(kk, n)
+    return m
+
+
 def filter2d_separable(x: torch.Tensor, kernel_x: torch.Tensor, kernel_y: torch.Tensor) -> torch.Tensor:
-    """Separable correlation with 1-D kernels (k,) along columns (x) and rows (y); reflect padding."""
+    """Separable correlation with odd 1-D kernels along columns (x) and rows (y); reflect padding.
+
+    Written as two matrix products with banded matrices: for long kernels (USM's 51 taps) BLAS beats
+    the depthwise convolution several-fold on CPU (measured ~7x for 32x3x256x256).
+    """
     _check_image(x)
-    kx = kernel_x.to(device=x.device, dtype=x.dtype).reshape(1, -1)
-    ky = kernel_y.to(device=x.device, dtype=x.dtype).reshape(1, -1)
-    px, py = kx.shape[-1] // 2, ky.shape[-1] // 2
-    return kornia.filters.filter2d_separable(reflect_pad(x, (px, px, py, py)), kx, ky, padding="valid")
+    kx = kernel_x.to(device=x.device, dtype=x.dtype).reshape(-1)
+    ky = kernel_y.to(device=x.device, dtype=x.dtype).reshape(-1)
+    if kx.numel() % 2 == 0 or ky.numel() % 2 == 0:
+        raise ConfigError(f"separable kernels must have odd lengths, got {kx.numel()} and {ky.numel()}")
+    h, w = x.shape[-2:]
+    px, py = kx.numel() // 2, ky.numel() // 2
+    xp = reflect_pad(x, (px, px, py, py))
+    return _band_matrix(ky, h).T @ (xp @ _band_matrix(kx, w))
 
 
 def filter2d_spatial(x: torch.Tensor, kernels: torch.Tensor, rows_per_chunk: int = 32) -> torch.Tensor:
