@@ -193,5 +193,5 @@ def test_download_extract_verify_end_to_end(tmp_path):
 
 
 def test_entries_without_url_say_where_to_get_them():
-    with pytest.raises(DataError, match="RealSR: no download is known; Download \"RealSR"):
+    with pytest.raises(DataError, match='RealSR: no download is known; Download "RealSR'):
         download_dataset("RealSR", "/nonexistent-root")

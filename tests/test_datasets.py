@@ -287,3 +287,27 @@ def test_frozen_set_detects_tampering(tmp_path):
         FrozenValidationSet.load(tmp_path / "v")
     with pytest.raises(DataError, match="no manifest"):
         FrozenValidationSet.load(tmp_path)
+
+
+def test_frozen_set_with_the_real_esrgan_pipeline_replays_exactly(tmp_path):
+    realesrgan = pytest.importorskip("savl.degrade.realesrgan")
+    from savl.data import sample_images
+
+    deg = realesrgan.RealESRGANDegradation()
+    imgs = [(n, x[:, 100:164, 100:196]) for n, x in sample_images(["chelsea"])]
+    fv = FrozenValidationSet.build(imgs, deg, seed=0, path=tmp_path / "v")
+    again = FrozenValidationSet.build(imgs, deg, seed=0, path=tmp_path / "w")
+    assert fv.hash == again.hash
+    for i in range(len(fv)):
+        item = fv[i]
+        assert item["lr"].shape == (3, 16, 24)
+        replay = deg.apply(item["hr"][None], fv.params[i])[0].clamp(0, 1)
+        assert float((replay - item["lr"]).abs().max()) < 0.5 / 255  # the stored 8-bit LR, replayed
+    json_params = __import__("json").loads((tmp_path / "v" / "params.json").read_text())
+    assert json_params["images"][0]["params"] == fv.params[0]
+
+
+def test_frozen_set_from_a_protocol_name(tmp_path):
+    pytest.importorskip("savl.degrade.protocols")
+    fv = FrozenValidationSet.build(_images()[:1], "bicubic", seed=0, path=tmp_path / "b")
+    assert fv.meta["degradation"] == "bicubic" and fv[0]["lr"].shape == (3, 4, 5)

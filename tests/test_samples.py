@@ -116,11 +116,11 @@ def test_max_side_shrinks_like_an_antialiased_bicubic():
     assert tuple(small_square.shape) == (3, 128, 128)
     assert 0.0 <= float(small.min()) and float(small.max()) <= 1.0
     # Second implementation: Pillow's bicubic also widens its kernel when shrinking (antialiasing).
-    (_, full), = sample_images(["rocket"])
+    ((_, full),) = sample_images(["rocket"])
     arr = (full.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     ref = np.asarray(Image.fromarray(arr).resize((128, 85), Image.BICUBIC)).astype(np.float32) / 255
     ref = torch.from_numpy(ref).permute(2, 0, 1)
     assert float((small - ref).abs().mean()) < 0.02
     # small images are returned unchanged
-    (_, chelsea), = sample_images(["chelsea"], max_side=1000)
+    ((_, chelsea),) = sample_images(["chelsea"], max_side=1000)
     assert tuple(chelsea.shape) == (3, 300, 451)

@@ -161,6 +161,8 @@ def degrade_batch(batch_hr, degradation, generator: torch.Generator | None = Non
 
     batch_hr: a (B, 3, H, W) tensor or a collated {"hr": ...} batch. degradation: any object with
     `__call__(hr, generator) -> (lr, params)` (`RealESRGANDegradation`, a protocol from `get_protocol`).
+    The returned `hr` is the batch as given; Real-ESRGAN's USM-sharpened loss target (§5.3) is
+    `degradation.sharpen(hr)`, left to the training loop, which knows which losses use it.
     """
     hr = batch_hr["hr"] if isinstance(batch_hr, dict) else batch_hr
     if not isinstance(hr, torch.Tensor) or hr.ndim != 4 or hr.shape[1] != 3:

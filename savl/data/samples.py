@@ -169,9 +169,7 @@ def _select(names: Iterable[str] | None) -> list[str]:
     return chosen
 
 
-def sample_images(
-    names: Iterable[str] | None = None, *, max_side: int | None = None
-) -> list[tuple[str, torch.Tensor]]:
+def sample_images(names: Iterable[str] | None = None, *, max_side: int | None = None) -> list[tuple[str, torch.Tensor]]:
     """The embedded colour photographs as (name, image) pairs, image (3, H, W) float32 in [0, 1].
 
     names: a subset (in the given order); default all, in catalogue order. max_side: shrink each photo
