@@ -1,5 +1,6 @@
 """Representation analysis: dependence estimators, probes, embeddings and the paper's protocols."""
 
+from savl.analysis.club import club
 from savl.analysis.embed import embed, knn_purity
 from savl.analysis.hsic import HSICTest, hsic, hsic_test
 from savl.analysis.mine import MineResult, mine
@@ -8,6 +9,7 @@ from savl.analysis.probes import cluster_labels, clustering_accuracy, linear_pro
 __all__ = [
     "HSICTest",
     "MineResult",
+    "club",
     "cluster_labels",
     "clustering_accuracy",
     "embed",
