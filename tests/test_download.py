@@ -86,9 +86,7 @@ class _Server:
         self.thread.join(timeout=5)
 
 
-pytestmark = pytest.mark.network
-
-
+@pytest.mark.network
 def test_full_download_with_hash(tmp_path):
     dest = tmp_path / "sub" / "file.bin"
     with _Server({"/f": PAYLOAD}) as srv:
@@ -102,6 +100,7 @@ def test_full_download_with_hash(tmp_path):
         assert len(srv.requests) == n
 
 
+@pytest.mark.network
 def test_truncated_transfer_resumes_with_range(tmp_path):
     dest = tmp_path / "file.bin"
     with _Server({"/f": PAYLOAD}) as srv:
@@ -112,6 +111,7 @@ def test_truncated_transfer_resumes_with_range(tmp_path):
         assert [r for _, r in srv.requests] == [None, "bytes=100000-", "bytes=200000-"]
 
 
+@pytest.mark.network
 def test_existing_partial_file_is_resumed(tmp_path):
     dest = tmp_path / "file.bin"
     (tmp_path / "file.bin.part").write_bytes(PAYLOAD[:12345])
@@ -121,6 +121,7 @@ def test_existing_partial_file_is_resumed(tmp_path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.network
 def test_server_without_range_support_restarts_cleanly(tmp_path):
     dest = tmp_path / "file.bin"
     (tmp_path / "file.bin.part").write_bytes(b"garbage that must not stay in front")
@@ -130,6 +131,7 @@ def test_server_without_range_support_restarts_cleanly(tmp_path):
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.network
 def test_retries_server_errors_then_gives_up(tmp_path):
     dest = tmp_path / "file.bin"
     with _Server({"/f": PAYLOAD}) as srv:
@@ -145,6 +147,7 @@ def test_retries_server_errors_then_gives_up(tmp_path):
     assert not (tmp_path / "other.bin").exists() and not (tmp_path / "missing.bin").exists()
 
 
+@pytest.mark.network
 def test_wrong_hash_raises_and_leaves_nothing(tmp_path):
     dest = tmp_path / "file.bin"
     wrong = "0" * 64
@@ -156,6 +159,7 @@ def test_wrong_hash_raises_and_leaves_nothing(tmp_path):
     assert not dest.exists() and not (tmp_path / "file.bin.part").exists()
 
 
+@pytest.mark.network
 def test_corrupt_existing_file_is_downloaded_again(tmp_path):
     dest = tmp_path / "file.bin"
     dest.write_bytes(PAYLOAD[:-1] + b"\x00")
