@@ -83,7 +83,7 @@ def read_image(
         decoded = _read_tiff(p, max_pixels)
         if decoded is None:  # tifffile could not decode it (e.g. a codec that needs imagecodecs)
             decoded = _read_pillow(p, max_pixels)
-    elif head.startswith(_PNG_MAGIC) and len(head) >= 26 and head[24] == 16:
+    elif head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR" and len(head) >= 26 and head[24] == 16:
         decoded = _read_png16(p, head, max_pixels)
     else:
         decoded = _read_pillow(p, max_pixels)
@@ -232,8 +232,9 @@ def write_image(
     The format follows the suffix (.png, .jpg/.jpeg, .tif/.tiff, .bmp, .webp). ``bit_depth=16`` is
     allowed for PNG and TIFF. ``alpha`` ((1, H, W) or (H, W) in [0, 1]) is written as RGBA / LA.
     ``gray=True`` writes one channel (ITU-R 601 luma of an RGB input, as Pillow's ``convert("L")``).
-    ``quality`` is the JPEG / WebP quality. The file appears complete or not at all: the bytes go to a
-    temporary file in the same folder that replaces the destination only once written.
+    ``quality`` is the JPEG / WebP quality (WebP at 100 is written lossless). The file appears complete
+    or not at all: the bytes go to a temporary file in the same folder that replaces the destination
+    only once written.
     """
     p = Path(path)
     suffix = p.suffix.lower()

@@ -86,6 +86,13 @@ def test_gray8_round_trip(tmp_path, generator):
     # Writing the replicated RGB back with gray=True gives the same file contents (luma of equal channels).
     write_image(tmp_path / "g2.png", back, gray=True)
     assert torch.equal(read_image(tmp_path / "g2.png"), back)
+    # Gray + alpha is written as LA and read back with its alpha.
+    alpha, _ = _rand(generator, (1, 8, 10), 255)
+    write_image(tmp_path / "la.png", img, alpha=alpha)
+    with Image.open(tmp_path / "la.png") as im:
+        assert im.mode == "LA"
+    back, info = read_image(tmp_path / "la.png", with_info=True)
+    assert info.gray and torch.equal(info.alpha, alpha) and torch.equal(back[2:], img)
 
 
 def test_gray_flag_uses_itu601_luma_like_pillow(tmp_path, generator):
