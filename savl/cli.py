@@ -123,9 +123,7 @@ def cmd_data(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="savl", description="SAVL: degradations, training, evaluation, inference."
-    )
+    p = argparse.ArgumentParser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
     p.add_argument("--version", action="version", version=f"savl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -133,9 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input", help="HR image file or folder")
     d.add_argument("output", help="output image file or folder (a .json parameter record is written beside)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument(
-        "--protocol", default="realesrgan", help="realesrgan, bicubic, table5-type, manet-mode3, ..."
-    )
+    d.add_argument("--protocol", default="realesrgan", help="realesrgan, bicubic, table5-type, manet-mode3, ...")
     d.add_argument("--params", help="replay a parameter record written by an earlier run (single file)")
     d.set_defaults(func=cmd_degrade)
 

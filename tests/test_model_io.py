@@ -69,6 +69,7 @@ def test_size_mismatch_names_the_hyper_parameter(tmp_path):
         load_weights(Tiny(TinyConfig(depth=2)), tmp_path / "d.safetensors")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_bad_files_get_one_line_errors(tmp_path):
     (tmp_path / "empty.safetensors").write_bytes(b"")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all" * 10)

@@ -1,0 +1,77 @@
+"""The `savl` command: degrade on a sample photo, replay from its record, one-line errors with exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from savl.cli import main
+from savl.io import read_image, write_image
+
+
+@pytest.fixture
+def photo(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(96, 128), mode="bilinear")[0]
+    path = tmp_path / "photo.png"
+    write_image(path, img)
+    return path
+
+
+def test_degrade_writes_image_and_record_and_replays(tmp_path, photo, capsys):
+    out = tmp_path / "lr.png"
+    assert main(["degrade", str(photo), str(out), "--seed", "3", "--protocol", "realesrgan"]) == 0
+    lr = read_image(out)
+    assert lr.shape == (3, 24, 32)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["protocol"] == "realesrgan" and record["seed"] == 3 and len(record["params"]) == 1
+    again = tmp_path / "again.png"
+    assert main(["degrade", str(photo), str(again), "--params", str(out.with_suffix(".json"))]) == 0
+    assert torch.equal(read_image(again), lr)
+    # Same seed, same output; another seed, another output.
+    assert main(["degrade", str(photo), str(tmp_path / "same.png"), "--seed", "3"]) == 0
+    assert torch.equal(read_image(tmp_path / "same.png"), lr)
+    assert main(["degrade", str(photo), str(tmp_path / "other.png"), "--seed", "4"]) == 0
+    assert not torch.equal(read_image(tmp_path / "other.png"), lr)
+
+
+def test_degrade_folder(tmp_path, photo):
+    out = tmp_path / "out"
+    assert main(["degrade", str(photo.parent), str(out), "--protocol", "bicubic"]) == 0
+    assert (out / "photo.png").exists() and (out / "photo.json").exists()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.png", "missing.png"),
+        (lambda p: p, "no image files"),
+        (lambda p: (p / "empty.png").write_bytes(b"") or p / "empty.png", "empty"),
+        (lambda p: (p / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage") or p / "bad.jpg", "bad.jpg"),
+        (lambda p: (p / "notes.txt").write_text("hello") or p / "notes.txt", "notes.txt"),
+    ],
+)
+def test_degrade_bad_input_exits_2_with_one_line(tmp_path, make, message):
+    bad = make(tmp_path / "in") if (tmp_path / "in").mkdir() is None else None
+    proc = subprocess.run(
+        [sys.executable, "-m", "savl", "degrade", str(bad), str(tmp_path / "o.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("savl: error:") and message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bad_params_and_protocol(tmp_path, photo, capsys):
+    (tmp_path / "p.json").write_text("{not json")
+    assert main(["degrade", str(photo), str(tmp_path / "o.png"), "--params", str(tmp_path / "p.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["degrade", str(photo), str(tmp_path / "o.png"), "--protocol", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "realesrgan" in err
+    assert not (tmp_path / "o.png").exists()
