@@ -121,6 +121,84 @@ def cmd_data(args) -> int:
     return 0 if report.get("ok", False) else 1
 
 
+# ---------------------------------------------------------------------------------------------- sr, severity
+def _inputs(src: Path, dst: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+    """(input, output) pairs for a file or a folder; a folder maps to a folder of the same stems."""
+    from savl.io import image_files
+
+    if src.is_dir():
+        files = image_files(src)
+        if not files:
+            raise SavlError(f"{src}: no image files in this folder")
+        if dst.exists() and not dst.is_dir():
+            raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
+        return [(f, dst / (f.stem + suffix)) for f in files]
+    return [(src, dst / (src.stem + suffix) if dst.is_dir() else dst)]
+
+
+def _tile_arg(value: str):
+    if value in ("auto", "none"):
+        return value
+    if value.isdigit() and int(value) >= 16:
+        return value
+    raise argparse.ArgumentTypeError(f"expected an integer >= 16, 'auto' or 'none', got {value!r}")
+
+
+def _load_model(path: str, device: str):
+    import torch
+
+    from savl.models.io import load_model
+
+    return load_model(path, map_location=torch.device(device))
+
+
+def cmd_sr(args) -> int:
+    import torch
+
+    from savl.infer import upscale
+    from savl.io import read_image, write_image
+
+    model = _load_model(args.model, args.device)
+    tile = None if args.tile == "none" else ("auto" if args.tile == "auto" else int(args.tile))
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    for src, dst in _inputs(Path(args.input), Path(args.output)):
+        rgb, info = read_image(src, with_info=True)
+        x = rgb[:1] if info.gray else rgb
+        if info.alpha is not None:
+            x = torch.cat([x, info.alpha], 0)
+        out = upscale(model, x, tile=tile, overlap=args.overlap, dtype=dtype, device=args.device)
+        colour = out[:1] if info.gray else out[:3]
+        alpha = out[-1:] if info.alpha is not None else None
+        # Keep 16 bits where the output format can hold them (PNG, TIFF); other formats get 8.
+        depth = info.bit_depth if dst.suffix.lower() in (".png", ".tif", ".tiff") else 8
+        write_image(dst, colour, bit_depth=depth, alpha=alpha, gray=info.gray)
+        print(f"{src} -> {dst} ({rgb.shape[-1]}x{rgb.shape[-2]} -> {out.shape[-1]}x{out.shape[-2]})")
+    return 0
+
+
+def cmd_severity(args) -> int:
+    import numpy as np
+
+    from savl.infer import severity_map
+    from savl.io import read_image, write_image
+
+    model = _load_model(args.model, args.device)
+    for src, dst in _inputs(Path(args.input), Path(args.output)):
+        sev, colour = severity_map(model, read_image(src), device=args.device)
+        write_image(dst, colour)
+        raw = dst.with_suffix(".npy")
+        fd, tmp = tempfile.mkstemp(dir=raw.parent, prefix=f".{raw.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, sev.numpy())
+            os.replace(tmp, raw)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        print(f"{src} -> {dst} (+ {raw.name}; severity {sev.min():.3f} .. {sev.max():.3f})")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
@@ -140,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("name", nargs="?")
     da.add_argument("--root", help="where datasets live (default: $SAVL_DATA_DIR or data/downloads)")
     da.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("sr", help="super-resolve an image or a folder with a saved model")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--model", required=True, help="a .safetensors model written by savl (JSON config beside it)")
+    s.add_argument("--tile", type=_tile_arg, default="256", help="LR tile side, 'auto' or 'none'")
+    s.add_argument("--overlap", type=int, default=16)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--bf16", action="store_true", help="bf16 autocast (falls back to fp32 on NaN/Inf)")
+    s.set_defaults(func=cmd_sr)
+
+    sv = sub.add_parser("severity", help="the Eq. 15 severity map of an LR image (PNG + raw .npy)")
+    sv.add_argument("input")
+    sv.add_argument("output")
+    sv.add_argument("--model", required=True)
+    sv.add_argument("--device", default="cpu")
+    sv.set_defaults(func=cmd_severity)
     return p
 
 

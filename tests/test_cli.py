@@ -75,3 +75,69 @@ def test_bad_params_and_protocol(tmp_path, photo, capsys):
     err = capsys.readouterr().err
     assert "nope" in err and "realesrgan" in err
     assert not (tmp_path / "o.png").exists()
+
+
+class _TinyX4(torch.nn.Module):
+    architecture = "CliTinyX4"
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.scale = 4
+        self.conv = torch.nn.Conv2d(3, 48, 3, padding=1)
+        self.shuffle = torch.nn.PixelShuffle(4)
+
+    def forward(self, x):
+        return torch.sigmoid(self.shuffle(self.conv(x)))
+
+
+def _saved_tiny(tmp_path):
+    import dataclasses
+
+    from savl.models.io import register_architecture, save_model
+
+    @dataclasses.dataclass
+    class Cfg:
+        width: int = 48
+
+    register_architecture("CliTinyX4", _TinyX4, Cfg)
+    torch.manual_seed(0)
+    return save_model(_TinyX4(Cfg()), tmp_path / "tiny.safetensors")
+
+
+def test_sr_keeps_gray_16bit_and_alpha(tmp_path):
+    from savl.io import read_image as read
+
+    model = _saved_tiny(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    write_image(tmp_path / "g16.png", torch.rand(1, 20, 24, generator=g), bit_depth=16, gray=True)
+    write_image(tmp_path / "rgba.png", torch.rand(3, 20, 24, generator=g), alpha=torch.ones(1, 20, 24))
+    assert main(["sr", str(tmp_path / "g16.png"), str(tmp_path / "g16_x4.png"), "--model", str(model)]) == 0
+    img, info = read(tmp_path / "g16_x4.png", with_info=True)
+    assert img.shape == (3, 80, 96) and info.gray and info.bit_depth == 16
+    assert (
+        main(
+            [
+                "sr",
+                str(tmp_path / "rgba.png"),
+                str(tmp_path / "rgba_x4.png"),
+                "--model",
+                str(model),
+                "--tile",
+                "16",
+                "--overlap",
+                "4",
+            ]
+        )
+        == 0
+    )
+    img, info = read(tmp_path / "rgba_x4.png", with_info=True)
+    assert img.shape == (3, 80, 96) and info.alpha is not None and torch.all(info.alpha == 1)
+
+
+def test_sr_bad_model_file_is_one_line(tmp_path, photo, capsys):
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    assert main(["sr", str(photo), str(tmp_path / "o.png"), "--model", str(tmp_path / "bad.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("savl: error:") and "bad" in err and "\n" not in err
+    assert not (tmp_path / "o.png").exists()
