@@ -449,7 +449,9 @@ class HAT(nn.Module):
         self.register_buffer("rgb_mean", mean, persistent=False)
         self.conv_first = nn.Conv2d(in_ch, embed_dim, 3, 1, 1)
         self.patch_norm = nn.LayerNorm(embed_dim)
-        rates = torch.linspace(0, drop_path, sum(depths)).tolist()  # stochastic depth grows with depth
+        # stochastic depth grows linearly with depth (plain Python, so the model can be built on the meta device)
+        n = sum(depths)
+        rates = [drop_path * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
         starts = [sum(depths[:i]) for i in range(len(depths))]
         self.groups = nn.ModuleList(
             RHAG(embed_dim, d, h, window, mlp_ratio, compress, squeeze, overlap, rates[s : s + d])

@@ -1,0 +1,131 @@
+"""DARHAGNet (savl/models/srnet.py): sizes against the paper, plain-HAT equivalence, guidance wiring."""
+
+import pytest
+import torch
+
+from savl.errors import ConfigError
+from savl.models.encoder import Posterior
+from savl.models.hat import HAT
+from savl.models.io import load_model, save_model
+from savl.models.srnet import DARHAGNet, SRNetConfig
+
+
+def smoke(**changes):
+    return SRNetConfig.smoke().replace(**changes)
+
+
+def test_paper_profile_matches_table2_parameter_counts():
+    # Paper Table 2: 14.0 M with both guidances, 13.6 M without spatial modulation (encoder included).
+    with torch.device("meta"):  # counts only: no memory, no initialisation
+        full = DARHAGNet(SRNetConfig.paper()).parameter_counts()
+        no_spatial = DARHAGNet(SRNetConfig.paper().replace(spatial_guidance=False)).parameter_counts()
+    assert abs(full["total"] / 1e6 - 14.0) <= 0.5
+    assert abs(no_spatial["total"] / 1e6 - 13.6) <= 0.5
+    assert 0.2e6 < full["total"] - no_spatial["total"] < 0.6e6  # paper: 0.4 M
+    assert full["total"] == full["encoder"] + full["dsca"] + full["backbone"]
+    assert full["encoder"] > 0 and full["dsca"] > 0
+
+
+def test_both_switches_off_is_plain_hat_without_encoder(generator):
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke(channel_guidance=False, spatial_guidance=False)).eval()
+    assert net.encoder is None and net.dsca is None
+    c = net.config
+    hat = HAT(
+        c.embed_dim,
+        c.depths,
+        c.heads,
+        c.window,
+        c.mlp_ratio,
+        c.compress,
+        c.squeeze,
+        c.overlap,
+        c.upscale,
+        num_feat=c.num_feat,
+    ).eval()
+    hat.load_state_dict(net.sr.state_dict())
+    lr = torch.rand(1, 3, 9, 11, generator=generator)
+    with torch.no_grad():
+        sr, post = net.forward_with_posterior(lr)
+        assert post is None
+        torch.testing.assert_close(sr, hat(lr), rtol=0, atol=0)
+
+
+def test_guided_net_at_init_with_flat_severity_equals_plain_hat(generator):
+    # DSCA's channel modulation starts as the identity and a flat severity map gives a zero attention bias,
+    # so at initialisation the guided network computes exactly the backbone's function.
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke()).eval()
+    lr = torch.rand(2, 3, 10, 7, generator=generator)
+    code = net.config.encoder.code_dim
+    flat = Posterior(torch.randn(2, code, 10, 7, generator=generator), torch.zeros(2, code, 10, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(net(lr, flat), net.sr(lr), atol=1e-6, rtol=1e-6)
+        varied = Posterior(flat.mu, torch.randn(2, code, 10, 7, generator=generator))
+        assert (net(lr, varied) - net.sr(lr)).abs().max() > 1e-5  # a varying severity changes the output
+
+
+def test_forward_computes_posterior_and_matches_given_one(generator):
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke()).eval()
+    lr = torch.rand(1, 3, 13, 17, generator=generator)
+    with torch.no_grad():
+        a = net(lr)
+        sr, post = net.forward_with_posterior(lr)
+        b = net(lr, post)
+        c = net(lr, reference=True)
+    assert a.shape == (1, 3, 52, 68)
+    assert post.mean.shape == (1, net.config.encoder.code_dim, 13, 17)
+    torch.testing.assert_close(a, sr)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channel,spatial", [(True, False), (False, True), (True, True)])
+def test_joint_training_reaches_encoder_dsca_and_backbone(generator, channel, spatial):
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke(channel_guidance=channel, spatial_guidance=spatial)).train()
+    lr = torch.rand(2, 3, 8, 8, generator=generator)
+    hr = torch.rand(2, 3, 32, 32, generator=generator)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)
+    for _ in range(2):  # the second step sees gradients behind the zero-initialised last layers
+        opt.zero_grad()
+        sr, post = net.forward_with_posterior(lr)
+        ((sr - hr).abs().mean() + 1e-3 * post.kl().mean()).backward()
+        opt.step()
+    grads = {n: p.grad for n, p in net.named_parameters()}
+    assert grads["sr.conv_first.weight"].abs().sum() > 0
+    assert grads["encoder.head.weight"].abs().sum() > 0
+    if channel:
+        assert grads["dsca.0.channel_net.0.weight"].abs().sum() > 0
+    if spatial:
+        assert grads["dsca.0.gamma_raw"].abs().sum() > 0
+        assert grads["dsca.0.severity_net.0.weight"].abs().sum() > 0
+
+
+def test_profiles_and_odd_sizes(generator):
+    torch.manual_seed(0)
+    for name in ("smoke", "book"):
+        net = DARHAGNet(SRNetConfig.profile(name)).eval()
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, 7, 5, generator=generator)).shape == (1, 3, 28, 20)
+    with pytest.raises(ConfigError):
+        SRNetConfig.profile("huge")
+    with pytest.raises(ConfigError):
+        smoke(embed_dim=15)
+    with pytest.raises(ConfigError):
+        smoke(window=5)
+
+
+def test_save_and_load_round_trip(tmp_path, generator):
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke(gamma_init=0.3)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=generator))
+    path = save_model(net, tmp_path / "sr.safetensors")
+    loaded = load_model(path)
+    assert isinstance(loaded, DARHAGNet) and loaded.config == net.config
+    lr = torch.rand(1, 3, 8, 8, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(lr), net(lr))
