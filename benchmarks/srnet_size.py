@@ -1,0 +1,173 @@
+"""Parameters and FLOPs of the SR network beside the paper's Table 2 (DESIGN §5.1; savl/models/srnet.py).
+
+Counts parameters (total, encoder, DSCA, backbone) and forward FLOPs at 64x64 and 128x128 LR, batch 1, for the
+`paper` profile with both guidances, without spatial guidance, plain HAT (our backbone, no encoder), and HAT-S
+for scale. FLOPs come from `torch.utils.flop_counter.FlopCounterMode`, which counts matrix products and
+convolutions at 2 FLOPs per multiply-accumulate and ignores element-wise work (softmax, norms, activations);
+we report both GFLOPs (= 2 x GMACs) and GMACs, because SR papers usually print MACs under the name "FLOPs".
+The count runs on the `meta` device (shapes only, no arithmetic); a smoke-size model is also counted on the
+CPU with real tensors and must give the same number, which checks that shortcut.
+
+    .venv/bin/python benchmarks/srnet_size.py            # writes benchmarks/results/srnet_size.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from savl.models.hat import HAT
+from savl.models.srnet import DARHAGNet, SRNetConfig
+
+RESULTS = Path(__file__).parent / "results"
+SIZES = (64, 128)
+# Paper Table 2 (SAVL rows): parameters in millions and "GFLOPs" (convention not stated in the paper).
+PAPER = {
+    "savl_both": {"params_m": 14.0, "gflops": 499},
+    "savl_no_spatial": {"params_m": 13.6, "gflops": 462},
+}
+
+
+def count_flops(model: torch.nn.Module, side: int, device: str) -> dict[str, float]:
+    """Forward FLOPs of `model` on a (1, 3, side, side) input, total and per part (FlopCounterMode)."""
+    x = (
+        torch.rand(1, 3, side, side, device=device)
+        if device != "meta"
+        else torch.empty(1, 3, side, side, device=device)
+    )
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, reference=True)  # materialised attention: every product is a counted matmul
+    per = counter.get_flop_counts()
+    part = lambda name: sum(per.get(name, {}).values())  # noqa: E731
+    root = type(model).__name__
+    total = counter.get_total_flops()
+    dsca = sum(part(f"{root}.dsca.{i}") for i in range(len(getattr(model, "dsca", None) or [])))
+    encoder = part(f"{root}.encoder")
+    return {"total": total, "encoder": encoder, "dsca": dsca, "backbone": total - encoder - dsca}
+
+
+def params(model: torch.nn.Module) -> dict[str, int]:
+    if isinstance(model, DARHAGNet):
+        return model.parameter_counts()
+    n = sum(p.numel() for p in model.parameters())
+    return {"total": n, "encoder": 0, "dsca": 0, "backbone": n}
+
+
+def variants() -> dict[str, torch.nn.Module]:
+    paper = SRNetConfig.paper()
+    return {
+        "savl_both": DARHAGNet(paper),
+        "savl_no_spatial": DARHAGNet(paper.replace(spatial_guidance=False)),
+        "plain_hat": DARHAGNet(paper.replace(spatial_guidance=False, channel_guidance=False)),
+        "hat_s": HAT(144, (6,) * 6, 6, 16, 2.0, 24, 24, 0.5),
+    }
+
+
+def meta_matches_real() -> dict[str, float]:
+    """The smoke model counted on meta and on real CPU tensors: the two totals must agree."""
+    torch.manual_seed(0)
+    real = DARHAGNet(SRNetConfig.smoke()).eval()
+    with torch.device("meta"):
+        meta = DARHAGNet(SRNetConfig.smoke()).eval()
+    a, b = count_flops(real, 32, "cpu")["total"], count_flops(meta, 32, "meta")["total"]
+    if a != b:
+        raise SystemExit(f"meta FLOP count {b} differs from the real count {a}")
+    return {"smoke_32x32_real": a, "smoke_32x32_meta": b}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        "# SR network size (benchmarks/srnet_size.py)",
+        "",
+        f"torch {record['torch']}, commit `{record['git_commit'][:10]}`, {record['date']}. "
+        "FLOPs from `FlopCounterMode` (2 per multiply-accumulate; element-wise ops not counted), forward, "
+        "batch 1, `paper` profile; GMACs = GFLOPs / 2.",
+        "",
+        "| variant | params (M) | encoder | DSCA | backbone | GFLOPs 64² | GMACs 64² | GFLOPs 128² | GMACs 128² "
+        "| paper params / GFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in record["variants"].items():
+        p = row["params"]
+        f64, f128 = row["flops"]["64"]["total"], row["flops"]["128"]["total"]
+        paper = PAPER.get(name)
+        ref = f"{paper['params_m']} M / {paper['gflops']}" if paper else "-"
+        lines.append(
+            f"| {name} | {p['total'] / 1e6:.2f} | {p['encoder'] / 1e6:.2f} | {p['dsca'] / 1e6:.2f} | "
+            f"{p['backbone'] / 1e6:.2f} | {f64 / 1e9:.1f} | {f64 / 2e9:.1f} | {f128 / 1e9:.1f} | {f128 / 2e9:.1f} "
+            f"| {ref} |"
+        )
+    both, nos = record["variants"]["savl_both"], record["variants"]["savl_no_spatial"]
+    d_params = (both["params"]["total"] - nos["params"]["total"]) / 1e6
+    d_flops = (both["flops"]["128"]["total"] - nos["flops"]["128"]["total"]) / 1e9
+    lines += [
+        "",
+        f"Spatial guidance adds {d_params:.2f} M parameters and {d_flops:.1f} GFLOPs at 128² "
+        "(paper: 0.4 M and 37 G). The paper does not state its FLOP convention or input size; its 499 G lies "
+        "between our GMACs and GFLOPs at 128² LR. Element-wise work that FlopCounterMode skips (softmax, the "
+        "severity distances |s_i - s_j|, norms) is not in these numbers.",
+        "",
+        f"Check: the smoke model counted on `meta` and on real CPU tensors gives the same total "
+        f"({record['meta_check']['smoke_32x32_real'] / 1e9:.4f} GFLOPs at 32²).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    start = time.time()
+    check = meta_matches_real()
+    record = {
+        "benchmark": "srnet_size",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "flop_convention": "FlopCounterMode: 2 FLOPs per multiply-accumulate, matmuls and convolutions only; "
+        "GMACs = GFLOPs / 2",
+        "paper_table2": PAPER,
+        "meta_check": check,
+        "variants": {},
+    }
+    with torch.device("meta"):
+        models = variants()
+    for name, model in models.items():
+        model.eval()
+        record["variants"][name] = {
+            "params": params(model),
+            "flops": {str(s): count_flops(model, s, "meta") for s in SIZES},
+        }
+    record["seconds"] = round(time.time() - start, 1)
+    atomic_write(RESULTS / "srnet_size.json", json.dumps(record, indent=2) + "\n")
+    atomic_write(RESULTS / "srnet_size.md", markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
