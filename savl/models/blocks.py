@@ -1,0 +1,195 @@
+"""Shared building blocks (DESIGN §2, §5.1 / paper A.4): MAConv/MABlock, RDB/RRDB, SFT, channel attention.
+
+Written by hand because no maintained package provides them; each follows the paper that introduced it
+(MAConv: MANet, Liang et al. 2021; RRDB: ESRGAN; SFT: SFTGAN; channel attention: RCAN) in our own code.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def norm_groups(channels: int, groups: int = 32) -> int:
+    """Group count for GroupNorm(`groups`) on `channels`: gcd(groups, channels).
+
+    The paper uses GroupNorm(32); narrower layers (the book and smoke profiles) cannot have 32 groups, so we use
+    the largest count dividing both, which is min(32, channels) whenever channels is a power of two.
+    """
+    return math.gcd(groups, channels)
+
+
+class LocalGroupNorm(nn.GroupNorm):
+    """GroupNorm whose image-wide statistics can be detached (for measuring the receptive field).
+
+    GroupNorm makes every output depend weakly on every input pixel through its mean and variance. With
+    `detach_stats` on, those statistics are treated as constants, so gradients show the convolutional
+    (local) receptive field only; the forward values are unchanged.
+    """
+
+    detach_stats: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.detach_stats:
+            return super().forward(x)
+        b, c = x.shape[:2]
+        g = x.reshape(b, self.num_groups, -1)
+        mean = g.mean(-1, keepdim=True).detach()
+        var = g.var(-1, unbiased=False, keepdim=True).detach()
+        y = ((g - mean) / torch.sqrt(var + self.eps)).reshape_as(x)
+        if self.affine:
+            shape = (1, c) + (1,) * (x.dim() - 2)
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return y
+
+
+@contextmanager
+def detached_norm_statistics(module: nn.Module):
+    """Within the block, every LocalGroupNorm in `module` detaches its statistics."""
+    norms = [m for m in module.modules() if isinstance(m, LocalGroupNorm)]
+    for m in norms:
+        m.detach_stats = True
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.detach_stats = False
+
+
+def trunc_normal_init(module: nn.Module, scale: float = 1.0) -> None:
+    """Truncated-normal init (paper A.4), fan-in scaled: std = scale / sqrt(fan_in), cut at 2 std; zero bias.
+
+    The paper names the distribution, not its width; fan-in scaling keeps activations O(1) for any width.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            std = scale / math.sqrt(fan_in)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class MAConv(nn.Module):
+    """Mutual-affine convolution (MANet): channels are split; each split is modulated by an affine transform
+    (sigmoid scale, shift) predicted from the *other* splits by 1x1 convs, then convolved on its own.
+
+    Cross-channel mixing happens only through the cheap affine paths, which keeps the parameter count low
+    while still letting channels inform each other.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, split: int = 2, reduction: int = 2):
+        super().__init__()
+        if split < 2 or in_channels < split or out_channels < split:
+            raise ValueError(f"MAConv needs split >= 2 and at least `split` channels (got {in_channels}, {split})")
+        self.in_splits = _split_sizes(in_channels, split)
+        self.out_splits = _split_sizes(out_channels, split)
+        self.affine = nn.ModuleList()
+        self.conv = nn.ModuleList()
+        for cin, cout in zip(self.in_splits, self.out_splits):
+            rest = in_channels - cin
+            hidden = max(1, rest // reduction)
+            self.affine.append(nn.Sequential(nn.Conv2d(rest, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, 2 * cin, 1)))
+            self.conv.append(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, self.in_splits, dim=1)
+        out = []
+        for i, part in enumerate(parts):
+            others = torch.cat([p for j, p in enumerate(parts) if j != i], dim=1)
+            scale, shift = self.affine[i](others).chunk(2, dim=1)
+            out.append(self.conv[i](part * torch.sigmoid(scale) + shift))
+        return torch.cat(out, dim=1)
+
+
+def _split_sizes(channels: int, split: int) -> list[int]:
+    base = channels // split
+    return [base + (1 if i < channels % split else 0) for i in range(split)]
+
+
+class MABlock(nn.Module):
+    """Residual block of two MAConvs with GroupNorm + SiLU pre-activation (paper A.4: GroupNorm(32), SiLU)."""
+
+    def __init__(self, channels: int, groups: int = 32, split: int = 2, reduction: int = 2):
+        super().__init__()
+        self.body = nn.Sequential(
+            LocalGroupNorm(norm_groups(channels, groups), channels),
+            nn.SiLU(),
+            MAConv(channels, channels, 3, split, reduction),
+            LocalGroupNorm(norm_groups(channels, groups), channels),
+            nn.SiLU(),
+            MAConv(channels, channels, 3, split, reduction),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResidualDenseBlock(nn.Module):
+    """RDB (ESRGAN): five densely connected 3x3 convs (growth `growth`), LeakyReLU(0.2), scaled residual."""
+
+    def __init__(self, channels: int = 64, growth: int = 32, res_scale: float = 0.2):
+        super().__init__()
+        self.res_scale = res_scale
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels + i * growth, growth if i < 4 else channels, 3, padding=1) for i in range(5)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for i, conv in enumerate(self.convs):
+            out = conv(torch.cat(feats, dim=1))
+            if i < 4:
+                feats.append(F.leaky_relu(out, 0.2))
+        return x + self.res_scale * out
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block (ESRGAN): three RDBs and an outer residual scaled by `res_scale`."""
+
+    def __init__(self, channels: int = 64, growth: int = 32, res_scale: float = 0.2):
+        super().__init__()
+        self.res_scale = res_scale
+        self.body = nn.Sequential(*(ResidualDenseBlock(channels, growth, res_scale) for _ in range(3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.body(x)
+
+
+class SFTLayer(nn.Module):
+    """Spatial feature transform (SFTGAN): x * (1 + gamma(c)) + beta(c), gamma/beta per pixel from condition c."""
+
+    def __init__(self, channels: int, cond_channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or channels
+        self.scale = nn.Sequential(
+            nn.Conv2d(cond_channels, hidden, 1), nn.LeakyReLU(0.1), nn.Conv2d(hidden, channels, 1)
+        )
+        self.shift = nn.Sequential(
+            nn.Conv2d(cond_channels, hidden, 1), nn.LeakyReLU(0.1), nn.Conv2d(hidden, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return x * (1 + self.scale(cond)) + self.shift(cond)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention (RCAN / HAT's CAB): x * sigmoid(W2 relu(W1 avgpool(x)))."""
+
+    def __init__(self, channels: int, squeeze: int = 16):
+        super().__init__()
+        hidden = max(1, channels // squeeze)
+        self.attn = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attn(x)
