@@ -204,6 +204,10 @@ def test_bad_inputs_raise_one_line_errors(hr_batch):
         d.apply(hr_batch[:2], params)
     with pytest.raises(ConfigError):
         d.apply(hr_batch[:, :, :32, :32], params)
+    broken = [dict(p) for p in params]
+    del broken[1]["noise2"]
+    with pytest.raises(ConfigError, match="noise2"):
+        d.apply(hr_batch, broken)
 
 
 def test_pool_size_must_be_a_multiple_of_the_batch():

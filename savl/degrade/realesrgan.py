@@ -38,6 +38,7 @@ from savl.degrade.kernels import (
 from savl.errors import ConfigError, ImageError
 
 FINAL_ORDERS = ("resize_sinc_jpeg", "jpeg_resize_sinc")
+_RECORD_KEYS = ("usm", "blur1", "resize1", "noise1", "jpeg1", "blur2", "resize2", "noise2", "final")
 _SEED_MAX = 2**31 - 1  # noise seeds stay exact JSON integers everywhere
 
 
@@ -238,6 +239,9 @@ class RealESRGANDegradation:
         for i, p in enumerate(params):
             if list(p.get("hr_size", [])) != list(hr.shape[-2:]) or p.get("scale") != self.config.scale:
                 raise ConfigError(f"record {i} was drawn for size {p.get('hr_size')} x{p.get('scale')}, not this batch")
+            missing = [k for k in _RECORD_KEYS if k not in p]
+            if missing:
+                raise ConfigError(f"degradation record {i} lacks the fields {missing}")
             key = repr((p["usm"], p["resize1"], p["resize2"], p["final"]["order"], p["final"]["mode"]))
             groups.setdefault(key, []).append(i)
         if len(groups) == 1:
@@ -347,7 +351,9 @@ class DegradationPool:
             self.gt[self.filled : self.filled + b] = gt
             self.filled += b
             return lr, gt
-        perm = torch.randperm(self.size, generator=generator, device=generator.device if generator else "cpu")
+        perm = torch.randperm(
+            self.size, generator=generator, device=generator.device if generator is not None else "cpu"
+        )
         perm = perm.to(self.lr.device)
         self.lr, self.gt = self.lr[perm], self.gt[perm]
         out_lr, out_gt = self.lr[:b].clone(), self.gt[:b].clone()
