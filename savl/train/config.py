@@ -1,0 +1,354 @@
+"""Strict run configurations for `savl train` (DESIGN §3 profiles, §5.1 schedule, §5.3 GAN-stage losses).
+
+Every section forbids unknown keys, so a typo or a key in the wrong section fails with one line naming the key
+path and the file. `load_config(path, overrides=["optimiser.lr=1e-4"])` reads YAML, applies `--set` overrides
+(values parsed as YAML) and fills the profile's defaults for whatever the file leaves out (`None`).
+`config_hash(cfg)` identifies a run by what it computes: key order, output folder, run name and logging
+intervals do not change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from savl.errors import ConfigError
+
+Profile = Literal["smoke", "book", "paper"]
+Stage = Literal["representation", "joint", "frozen_l1", "gan"]
+STAGES = ("representation", "joint", "frozen_l1", "gan")
+
+# DESIGN §3 / §5.1: what each profile sets when a config leaves it out. The paper's schedule: joint 200K,
+# frozen-estimator L1 800K, + perceptual + GAN 600K, batch 32, 64x64 LR patches (GT 256), lr 2e-4 / 1e-4 (GAN),
+# halved every 200K. `book` fits a chapter's ~3 CPU minutes; `smoke` a test's seconds.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "batch": 32,
+        "gt_size": 256,
+        "val_size": 256,
+        "iterations": {"representation": 200_000, "joint": 200_000, "frozen_l1": 800_000, "gan": 600_000},
+        "halve_every": 200_000,
+        "anneal_steps": 50_000,
+        "pool_size": 192,
+        "val_count": 4,
+    },
+    "book": {
+        "batch": 4,
+        "gt_size": 128,
+        "val_size": 128,
+        "iterations": {"representation": 200, "joint": 150, "frozen_l1": 100, "gan": 60},
+        "halve_every": 1_000_000,
+        "anneal_steps": 100,
+        "pool_size": 0,
+        "val_count": 2,
+    },
+    "smoke": {
+        "batch": 2,
+        "gt_size": 32,
+        "val_size": 32,
+        "iterations": {"representation": 4, "joint": 4, "frozen_l1": 4, "gan": 4},
+        "halve_every": 2,
+        "anneal_steps": 4,
+        "pool_size": 0,
+        "val_count": 1,
+    },
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where HR images come from and how LR inputs are made (DESIGN §5.3)."""
+
+    source: Literal["samples", "hr_folder", "paired"] = "samples"
+    names: list[str] | None = None  # sample photos to train on (default: all)
+    root: str | None = None  # hr_folder / paired root
+    layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
+    gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
+    scale: Literal[4] = 4
+    protocol: str = "realesrgan"  # a savl.degrade.protocols name; realesrgan uses the §5.3 pipeline
+    pool_size: int | None = Field(None, ge=0)  # 0: no pool; else a multiple of the per-rank batch
+    usm: bool = True  # Real-ESRGAN sharpens the GT before degrading it and uses it as the loss target
+    max_side: int | None = Field(None, ge=16)  # shrink sample photos first (cheap book runs)
+    val_names: list[str] | None = None  # validation photos (default: the first `val_count` of names)
+    val_count: int | None = Field(None, ge=1)
+    val_size: int | None = Field(None, ge=4)  # centre crop (HR) of each validation photo
+    val_protocol: str = "realesrgan"
+
+
+class ModelConfig(_Strict):
+    """Sizes come from the profile (savl.models *.profile(name)); these switch the ablations (§4.4)."""
+
+    variant: Literal["savl", "deterministic", "deterministic_club"] = "savl"
+    channel_guidance: bool = True
+    spatial_guidance: bool = True
+
+
+class OptimiserConfig(_Strict):
+    """Adam (0.9, 0.99) as §5.1; lr None -> 2e-4 (L1 stages) or 1e-4 (GAN stage)."""
+
+    lr: float | None = Field(None, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    lr_d: float | None = Field(None, gt=0)  # discriminator (GAN stage); None -> lr
+    lr_club: float = Field(1e-4, gt=0)  # the CLUB variational net (deterministic_club variant)
+
+
+class ScheduleConfig(_Strict):
+    """Step-halving learning rate (§5.1): lr * 0.5^k after the k-th milestone (or every `halve_every`)."""
+
+    iterations: int | None = Field(None, ge=1)
+    halve_every: int | None = Field(None, ge=1)
+    milestones: list[int] | None = None
+    gamma: float = Field(0.5, gt=0, le=1)
+
+
+class LossConfig(_Strict):
+    """SAVL objective (Eq. 12-14, 29-30) and the SR losses (§5.1, §5.3)."""
+
+    alpha: float = Field(1.0, ge=0)
+    lam: float = Field(0.0, ge=0)
+    beta_final: float = Field(5e-4, ge=0)
+    anneal_steps: int | None = Field(None, ge=0)
+    rec: Literal["l1", "l2"] = "l1"
+    kl_reduction: Literal["pixel", "sum", "element"] = "pixel"
+    savl_weight: float = Field(1.0, ge=0)  # joint stage: weight of the SAVL loss beside the SR loss
+    sr: Literal["l1", "l2"] = "l1"
+    sr_weight: float = Field(1.0, ge=0)
+    perceptual: float = Field(1.0, ge=0)  # GAN stage
+    perceptual_layers: dict[str, float] | None = None  # None -> conv1_2 .1, conv2_2 .1, conv3_4..conv5_4 1
+    perceptual_trunk: Literal["imagenet", "random"] = "imagenet"  # random: tests only, not a perceptual loss
+    gan: float = Field(0.1, ge=0)
+    gan_kind: Literal["vanilla", "hinge"] = "vanilla"
+
+
+class DebugConfig(_Strict):
+    """Hooks for tests: make step `nan_at_step` produce a NaN in loss term `nan_term`."""
+
+    nan_at_step: int | None = None
+    nan_term: str = "loss"
+
+
+class TrainConfig(_Strict):
+    """One training run (one stage)."""
+
+    name: str | None = None  # run folder name under `output` (default: <stage>-<profile>-<hash8>)
+    profile: Profile = "book"
+    stage: Stage = "joint"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optimiser: OptimiserConfig = OptimiserConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    losses: LossConfig = LossConfig()
+    batch: int | None = Field(None, ge=1)  # global batch (split over DDP ranks)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    deterministic: bool = False
+    ema: float | None = Field(None, ge=0, lt=1)  # None -> 0.999 in the GAN stage, off otherwise
+    log_every: int = Field(10, ge=1)
+    val_every: int | None = Field(None, ge=1)  # None -> only at the end
+    checkpoint_every: int | None = Field(None, ge=1)  # None -> only at the end
+    keep_last: int = Field(2, ge=1)
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"
+    seed: int = 0
+    device: str = "cpu"  # cpu, cuda, cuda:1, auto
+    threads: int | None = Field(None, ge=1)  # torch.set_num_threads on CPU
+    workers: int = Field(0, ge=0)  # DataLoader workers
+    output: str = "runs"
+    init_from: str | None = None  # a previous stage: a run folder or a config file (trained if missing)
+    debug: DebugConfig = DebugConfig()
+
+    @model_validator(mode="after")
+    def _fill_profile(self) -> TrainConfig:
+        d = PROFILE_DEFAULTS[self.profile]
+        fill = [
+            (self, "batch", d["batch"]),
+            (self.data, "gt_size", d["gt_size"]),
+            (self.data, "val_size", d["val_size"]),
+            (self.data, "pool_size", d["pool_size"]),
+            (self.data, "val_count", d["val_count"]),
+            (self.schedule, "iterations", d["iterations"][self.stage]),
+            (self.schedule, "halve_every", d["halve_every"]),
+            (self.losses, "anneal_steps", d["anneal_steps"]),
+            (self.optimiser, "lr", 1e-4 if self.stage == "gan" else 2e-4),
+            (self, "ema", 0.999 if self.stage == "gan" else 0.0),
+        ]
+        for obj, key, value in fill:
+            if getattr(obj, key) is None:
+                object.__setattr__(obj, key, value)  # no re-validation loop
+        if self.data.gt_size % self.data.scale:
+            raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of data.scale {self.data.scale}")
+        if self.data.source in ("hr_folder", "paired") and not self.data.root:
+            raise ValueError(f"data.root is required for data.source={self.data.source}")
+        return self
+
+    @property
+    def lr_patch(self) -> int:
+        return self.data.gt_size // self.data.scale
+
+    def milestones(self) -> list[int]:
+        """Steps after which the lr is multiplied by `gamma`."""
+        if self.schedule.milestones is not None:
+            return sorted(self.schedule.milestones)
+        every = self.schedule.halve_every
+        return list(range(every, self.schedule.iterations, every))
+
+    def lr_at(self, step: int, base: float | None = None) -> float:
+        """The lr used for update number `step + 1` (steps counted from 0): a pure function of the step."""
+        base = self.optimiser.lr if base is None else base
+        k = sum(1 for m in self.milestones() if step >= m)
+        return base * self.schedule.gamma**k
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def _validation_message(e: ValidationError, where: str) -> str:
+    err = e.errors()[0]
+    path = _loc(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key {path!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {path}: {msg}" if err["loc"] else f"{where}: {msg}"
+
+
+def validate(data: dict, where: str = "<config>") -> TrainConfig:
+    """A TrainConfig from a plain dict; one-line ConfigError naming the key path and `where` otherwise."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a config must be a mapping, got {type(data).__name__}")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_validation_message(e, where)) from None
+
+
+def apply_override(data: dict, item: str, where: str = "--set") -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`1e-4`, `true`, `[1, 2]`)."""
+    if "=" not in item:
+        raise ConfigError(f"{where}: override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: override {item!r}: the value is not valid YAML") from None
+    node = data
+    for p in parts[:-1]:
+        if node.get(p) is None:
+            node[p] = {}
+        if not isinstance(node[p], dict):
+            raise ConfigError(f"{where}: override {item!r}: {p!r} is not a section")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML config") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config (or start from defaults when `path` is None), apply overrides, validate.
+
+    A relative `init_from` is resolved against the config file's folder, so configs can name their previous
+    stage as `init_from: stage1.yaml`.
+    """
+    data = read_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else "<config>"
+    for item in overrides:
+        apply_override(data, item, where=f"{where} (--set)")
+    cfg = validate(data, where)
+    if path is not None and cfg.init_from and not Path(cfg.init_from).is_absolute():
+        candidate = Path(path).parent / cfg.init_from
+        if candidate.exists():
+            cfg.init_from = str(candidate.resolve())
+    return cfg
+
+
+def as_config(config: TrainConfig | dict | str | Path, overrides=()) -> TrainConfig:
+    """Accept a TrainConfig, a dict, or a YAML path (what `train` and `get_or_train` take)."""
+    if isinstance(config, TrainConfig):
+        if overrides:
+            data = config.to_dict()
+            for item in overrides:
+                apply_override(data, item)
+            return validate(data)
+        return config
+    if isinstance(config, dict):
+        data = json.loads(json.dumps(config))
+        for item in overrides:
+            apply_override(data, item)
+        return validate(data)
+    return load_config(config, overrides)
+
+
+# Keys that do not change what a run computes (where it goes, how often it talks).
+_HASH_EXCLUDED = {"name", "output", "log_every", "progress", "workers", "threads", "keep_last", "checkpoint_every"}
+
+
+def init_config(cfg: TrainConfig) -> TrainConfig | None:
+    """The previous stage's config when `init_from` names a YAML file; it inherits our profile (so
+    `--set profile=paper` moves the whole chain) and our output root."""
+    if not cfg.init_from:
+        return None
+    p = Path(cfg.init_from)
+    if p.suffix in (".yaml", ".yml"):
+        return load_config(p, [f"profile={cfg.profile}", f"output={cfg.output}"])
+    return None
+
+
+def _init_identity(cfg: TrainConfig) -> str | None:
+    """A previous stage given as a config file is identified by its hash, so editing it changes ours."""
+    if not cfg.init_from:
+        return None
+    prev = init_config(cfg)
+    if prev is not None:
+        return "config:" + config_hash(prev)
+    p = Path(cfg.init_from)
+    return "run:" + str(p.resolve() if p.exists() else p)
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """sha256 of the canonical (sorted-key) JSON of what the run computes; stable over key order."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    data["init_from"] = _init_identity(cfg)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_name(cfg: TrainConfig) -> str:
+    return cfg.name or f"{cfg.stage}-{cfg.profile}-{config_hash(cfg)[:8]}"
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,180 @@
+"""Training batches and the frozen validation set (DESIGN §5.3).
+
+The batch of step t on rank r is a pure function of (seed, t, r): global item positions
+g = (t * world + r) * per_rank + i walk through seeded per-epoch permutations of the dataset, and the
+datasets seed each crop from (seed, epoch, index). Resuming at step t therefore needs no loader state, and
+DDP ranks see disjoint items (the DistributedSampler contract). HR patches are degraded per batch on the
+training device (Real-ESRGAN pipeline, or any named protocol), optionally through the training pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from savl.errors import ConfigError
+
+
+class _Positioned(Dataset):
+    """Map a global position g to (epoch, permuted index) of `base` (seeded), setting the base's epoch."""
+
+    def __init__(self, base, seed: int):
+        self.base, self.seed, self.n = base, int(seed), len(base)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:  # positions are unbounded; the sampler decides which are read
+        return 2**62
+
+    def __getitem__(self, g: int) -> dict:
+        epoch, k = divmod(int(g), self.n)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 7, epoch]).permutation(self.n))
+        self.base.set_epoch(epoch)
+        return self.base[int(self._perm[1][k])]
+
+
+class _StepSampler(Sampler):
+    """Positions of steps start, start+1, ... for one rank (infinite)."""
+
+    def __init__(self, start_step: int, rank: int, world: int, per_rank: int):
+        self.start, self.rank, self.world, self.per_rank = start_step, rank, world, per_rank
+
+    def __iter__(self):
+        t = self.start
+        while True:
+            base = (t * self.world + self.rank) * self.per_rank
+            yield from range(base, base + self.per_rank)
+            t += 1
+
+
+def _collate(items: list[dict]) -> dict:
+    out = {k: torch.stack([it[k] for it in items]) for k in ("hr", "lr") if k in items[0]}
+    return out
+
+
+def _images(cfg, names=None):
+    from savl.data import sample_images
+
+    return sample_images(names, max_side=cfg.data.max_side)
+
+
+def _degradation(cfg):
+    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config) or a named protocol."""
+    if cfg.data.protocol == "realesrgan":
+        from savl.degrade.realesrgan import RealESRGANConfig, RealESRGANDegradation
+
+        return RealESRGANDegradation(RealESRGANConfig(scale=cfg.data.scale, usm_sharpen_gt=cfg.data.usm))
+    from savl.degrade.protocols import get_protocol
+
+    return get_protocol(cfg.data.protocol)
+
+
+class BatchSource:
+    """`batch(step) -> (lr, target, real)`: LR input, the loss target (USM-sharpened GT when `data.usm`, §5.3)
+    and the clean GT (the discriminator's real images), all on `device`."""
+
+    def __init__(self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0):
+        if cfg.batch % world:
+            raise ConfigError(f"batch {cfg.batch} must be divisible by the number of processes ({world})")
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.per_rank = cfg.batch // world
+        d = cfg.data
+        self.paired = d.source == "paired"
+        if self.paired:
+            from savl.data import PairedFolderDataset
+
+            base = PairedFolderDataset(d.root, d.scale, d.layout, crop=d.gt_size, seed=cfg.seed, augment=True)
+            self.degradation = None
+        else:
+            from savl.data import HRPatchDataset
+
+            images = Path(d.root) if d.source == "hr_folder" else _images(cfg, d.names)
+            base = HRPatchDataset(images, patch=d.gt_size, seed=cfg.seed, cache=True)
+            self.degradation = _degradation(cfg)
+        self.dataset = _Positioned(base, cfg.seed)
+        # The degradation draws and the pool shuffle use their own per-rank generator (checkpointed).
+        self.generator = torch.Generator(device=device).manual_seed(_rank_seed(cfg.seed, rank, 1))
+        self.pool = None
+        if d.pool_size and not self.paired:
+            if d.pool_size % cfg.batch:
+                raise ConfigError(f"data.pool_size {d.pool_size} must be a multiple of the batch {cfg.batch}")
+            from savl.degrade.realesrgan import DegradationPool
+
+            self.pool = DegradationPool(d.pool_size // world, self.per_rank)
+        self._start(start_step)
+
+    def _start(self, step: int) -> None:
+        sampler = _StepSampler(step, self.rank, self.world, self.per_rank)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.per_rank,
+            sampler=sampler,
+            num_workers=self.cfg.workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.cfg.workers > 0,
+        )
+        self._iter = iter(loader)
+
+    @torch.no_grad()
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = next(self._iter)
+        hr = batch["hr"].to(self.device, non_blocking=True)
+        if self.paired:
+            lr = batch["lr"].to(self.device, non_blocking=True)
+            return lr, hr, hr
+        deg = self.degradation
+        if hasattr(deg, "sharpen"):
+            lr, _, target = deg(hr, self.generator, return_sharpened=True)
+        else:
+            lr, _ = deg(hr, self.generator)
+            target = hr
+        if self.pool is not None:
+            lr, both = self.pool(lr, torch.cat([target, hr], 1), self.generator)
+            target, hr = both[:, :3], both[:, 3:]
+        return lr.contiguous(), target.contiguous(), hr.contiguous()
+
+    def state(self) -> dict:
+        out = {"generator": self.generator.get_state()}
+        if self.pool is not None and self.pool.lr is not None:
+            out["pool"] = {"lr": self.pool.lr.cpu(), "gt": self.pool.gt.cpu(), "filled": self.pool.filled}
+        return out
+
+    def load_state(self, state: dict, step: int) -> None:
+        self.generator.set_state(state["generator"])
+        if self.pool is not None and "pool" in state:
+            p = state["pool"]
+            self.pool.lr, self.pool.gt = p["lr"].to(self.device), p["gt"].to(self.device)
+            self.pool.filled = int(p["filled"])
+        self._start(step)
+
+
+def _rank_seed(seed: int, rank: int, stream: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(rank), int(stream)]).generate_state(1)[0])
+
+
+def validation_set(cfg, path: Path):
+    """The frozen synthetic validation set: centre crops (val_size) of the validation photos, degraded once."""
+    from savl.data import FrozenValidationSet
+
+    d = cfg.data
+    if d.source == "paired":
+        raise ConfigError("validation on paired data is done with savl eval; set val_every null")
+    names = d.val_names
+    if names is None:
+        pool = _images(cfg, d.names)
+        chosen = pool[: d.val_count]
+    else:
+        chosen = _images(cfg, names)
+    s = d.val_size
+    crops = []
+    for name, img in chosen:
+        h, w = img.shape[-2:]
+        if h < s or w < s:
+            raise ConfigError(f"validation photo {name!r} ({w}x{h}) is smaller than data.val_size {s}")
+        top, left = (h - s) // 2, (w - s) // 2
+        crops.append((name, img[:, top : top + s, left : left + s].contiguous()))
+    return FrozenValidationSet.load_or_build(crops, d.val_protocol, cfg.seed, path)

@@ -1,0 +1,123 @@
+"""The models and objectives of the four stages (DESIGN §5.1, §5.3).
+
+- representation: SAVL alone (encoder + decoder), loss Eq. 14 with beta_t of Eq. 29-30.
+- joint: SAVL + the SR net guided by the SAVL posterior; the SR net owns the encoder and SAVL shares the
+  same module, so one set of encoder weights gets both gradients. loss = savl_weight * SAVL + sr_weight * L1.
+- frozen_l1: the encoder is frozen (no gradient, posterior computed without a graph); SR loss only.
+- gan: as frozen_l1, plus VGG19 perceptual and adversarial losses against a U-Net discriminator (SN); an EMA
+  of the SR net is kept (§5.3). The adversarial part is computed by the loop, which owns the discriminator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from savl.errors import ConfigError
+
+# U-Net discriminator width per profile (Real-ESRGAN uses 64).
+DISCRIMINATOR_BASE = {"paper": 64, "book": 16, "smoke": 8}
+
+
+def _sr_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from savl.losses import reconstruction
+
+    return reconstruction(pred, target, kind)
+
+
+def build_models(cfg) -> dict[str, nn.Module]:
+    """Named models of a stage: "savl" (representation, joint), "srnet" (SR stages), "discriminator" (gan)."""
+    from savl.losses import KLSchedule
+    from savl.models.decoder import Decoder, DecoderConfig
+    from savl.models.encoder import AmortizedEncoder, EncoderConfig
+    from savl.models.savl import SAVL
+    from savl.models.srnet import DARHAGNet, SRNetConfig
+
+    p, m, lo = cfg.profile, cfg.model, cfg.losses
+    enc_cfg = dataclasses.replace(EncoderConfig.profile(p), deterministic=m.variant != "savl")
+    models: dict[str, nn.Module] = {}
+
+    def make_savl(encoder):
+        return SAVL(
+            encoder,
+            Decoder(dataclasses.replace(DecoderConfig.profile(p), code_dim=enc_cfg.code_dim)),
+            variant=m.variant,
+            kl_schedule=KLSchedule(lo.beta_final, lo.anneal_steps),
+            alpha=lo.alpha,
+            lam=lo.lam,
+            rec=lo.rec,
+            kl_reduction=lo.kl_reduction,
+        )
+
+    if cfg.stage == "representation":
+        models["savl"] = make_savl(AmortizedEncoder(enc_cfg))
+        return models
+    sr_cfg = SRNetConfig.profile(p).replace(
+        channel_guidance=m.channel_guidance, spatial_guidance=m.spatial_guidance, encoder=enc_cfg
+    )
+    srnet = DARHAGNet(sr_cfg)
+    models["srnet"] = srnet
+    if cfg.stage == "joint":
+        if srnet.encoder is None:
+            raise ConfigError("stage joint needs model.channel_guidance or model.spatial_guidance (no encoder)")
+        models["savl"] = make_savl(srnet.encoder)  # shared module: the SR net owns it
+    if cfg.stage == "gan":
+        from savl.models.discriminator import UNetDiscriminatorSN
+
+        models["discriminator"] = UNetDiscriminatorSN(3, DISCRIMINATOR_BASE[p])
+    if cfg.stage in ("frozen_l1", "gan") and srnet.encoder is not None:
+        srnet.encoder.requires_grad_(False)
+    return models
+
+
+class Objective(nn.Module):
+    """The trainable part of a stage and its loss terms; this is what DDP wraps.
+
+    Only the modules updated by the main optimiser are registered as children (the CLUB net of the
+    deterministic_club variant and the discriminator have their own optimisers), so every registered
+    parameter that requires grad receives a gradient on every step (find_unused_parameters=False).
+    """
+
+    def __init__(self, cfg, models: dict[str, nn.Module]):
+        super().__init__()
+        self.stage, self.losses = cfg.stage, cfg.losses
+        savl = models.get("savl")
+        object.__setattr__(self, "savl_model", savl)  # unregistered: its encoder/decoder are registered below
+        if cfg.stage == "representation":
+            self.encoder, self.decoder = savl.encoder, savl.decoder
+        else:
+            self.srnet = models["srnet"]
+            if savl is not None:
+                self.decoder = savl.decoder
+
+    def forward(self, lr: torch.Tensor, target: torch.Tensor, step: int, generator=None) -> dict[str, torch.Tensor]:
+        lo = self.losses
+        if self.stage == "representation":
+            out = self.savl_model(lr, target, step, generator)
+            return _scalars(out) | {"loss": out["loss"]}
+        if self.stage == "joint":
+            # SAVL's ELBO on (LR, the GT the LR was made from); the SR net reads the same encoder's posterior.
+            out = self.savl_model(lr, target, step, generator)
+            sr, _ = self.srnet.forward_with_posterior(lr)
+            sr_term = _sr_loss(lo.sr, sr, target)
+            terms = _scalars(out)
+            terms["savl_loss"] = out["loss"]
+            terms["sr_" + lo.sr] = sr_term
+            terms["loss"] = lo.savl_weight * out["loss"] + lo.sr_weight * sr_term
+            return terms
+        enc = self.srnet.encoder
+        if enc is not None:
+            with torch.no_grad():
+                post = enc(lr).detach()
+            sr = self.srnet(lr, post)
+        else:
+            sr = self.srnet(lr)
+        sr_term = _sr_loss(lo.sr, sr, target)
+        return {"sr_" + lo.sr: sr_term, "loss": lo.sr_weight * sr_term, "sr": sr}
+
+
+def _scalars(out: dict) -> dict[str, torch.Tensor]:
+    """Loss terms of a SAVL forward worth logging (scalars), without its loss and images."""
+    return {k: v for k, v in out.items() if k != "loss" and isinstance(v, torch.Tensor) and v.dim() == 0}
