@@ -121,24 +121,33 @@ def test_window_attention_sdpa_equals_reference(generator, with_mask, with_bias)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_window_attention_reference_matches_explicit_formula(generator):
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("reference", [False, True])
+def test_window_attention_matches_explicit_per_window_formula(generator, masked, reference):
+    # B = 2 images of 4 x 4 pixels, window 2 -> nW = 4 windows each; loop window by window and head by head.
     torch.manual_seed(0)
     attn = WindowAttention(8, 2, 2)
-    x = torch.randn(3, 4, 8, generator=generator)
-    out = attn(x, reference=True)
-    q, k, v = attn.qkv(x).chunk(3, dim=-1)
-    heads = []
-    for h in range(2):
-        sl = slice(4 * h, 4 * h + 4)
-        rpb = torch.stack(
-            [
-                torch.stack([attn.relative_position_bias_table[relative_position_index(2)[i, j], h] for j in range(4)])
-                for i in range(4)
-            ]
-        )
-        logits = q[..., sl] @ k[..., sl].transpose(1, 2) / 2.0 + rpb  # head_dim 4 -> scale 1/2
-        heads.append(torch.softmax(logits, -1) @ v[..., sl])
-    torch.testing.assert_close(out, attn.proj(torch.cat(heads, -1)), atol=1e-6, rtol=1e-5)
+    B, nW, N = 2, 4, 4
+    x = torch.randn(B * nW, N, 8, generator=generator)
+    mask = shifted_window_mask(4, 4, 2, 1) if masked else None
+    bias = torch.randn(B * nW, 2, N, N, generator=generator) if masked else None
+    with torch.no_grad():
+        out = attn(x, mask, bias, reference=reference)
+        q, k, v = attn.qkv(x).chunk(3, dim=-1)
+        index = relative_position_index(2)
+        ref = torch.zeros(B * nW, N, 8)
+        for bw in range(B * nW):
+            for h in range(2):
+                sl = slice(4 * h, 4 * h + 4)
+                logits = q[bw, :, sl] @ k[bw, :, sl].T / 2.0  # head_dim 4 -> scale 1/2
+                logits = logits + attn.relative_position_bias_table[index, h]
+                if masked:
+                    logits = logits + mask[bw % nW] + bias[bw, h]
+                ref[bw, :, sl] = torch.softmax(logits, -1) @ v[bw, :, sl]
+        ref = attn.proj(ref)
+    if masked:
+        assert mask.abs().sum() > 0
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_ocab_sdpa_equals_reference_and_naive_neighbourhoods(generator):

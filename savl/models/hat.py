@@ -171,21 +171,6 @@ class WindowAttention(nn.Module):
         table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return table.view(N, N, self.heads).permute(2, 0, 1)
 
-    def logits_bias(self, batch_windows: int, mask: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
-        """Everything added to q k^T * scale: position bias, shifted-window mask, extra bias.
-
-        Shape (1, heads, N, N) when only the position bias is present (broadcast over windows), otherwise
-        (B*nW, heads, N, N).
-        """
-        total = self.position_bias().unsqueeze(0)
-        if mask is not None:
-            nW = mask.shape[0]
-            total = (total + mask.unsqueeze(1).to(total.dtype)).unsqueeze(0)  # (1, nW, heads, N, N)
-            total = total.expand(batch_windows // nW, -1, -1, -1, -1).reshape(batch_windows, *total.shape[2:])
-        if bias is not None:
-            total = total + bias
-        return total
-
     def forward(
         self,
         x: torch.Tensor,
@@ -194,8 +179,24 @@ class WindowAttention(nn.Module):
         reference: bool = False,
     ) -> torch.Tensor:
         Bw, N, C = x.shape
-        qkv = self.qkv(x).view(Bw, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        out = attention(qkv[0], qkv[1], qkv[2], self.logits_bias(Bw, mask, bias), self.scale, reference)
+        h = self.heads
+        q, k, v = self.qkv(x).view(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # each (B*nW, heads, N, hd)
+        total = self.position_bias().unsqueeze(0)  # (1, heads, N, N), broadcast over windows
+        if mask is None:
+            if bias is not None:
+                total = total + bias
+            out = attention(q, k, v, total, self.scale, reference)
+        else:
+            # The mask depends on the window index only: fold windows into the head axis, (B, nW*heads, N, .),
+            # so position bias + mask stay one (1, nW*heads, N, N) tensor broadcast over the batch instead of
+            # being copied B times. An extra bias is per image anyway and is added at full size.
+            nW = mask.shape[0]
+            B = Bw // nW
+            total = (total + mask.unsqueeze(1).to(total.dtype)).reshape(1, nW * h, N, N)
+            if bias is not None:
+                total = (total.reshape(1, nW, h, N, N) + bias.reshape(B, nW, -1, N, N)).reshape(B, nW * h, N, N)
+            fold = lambda t: t.reshape(B, nW * h, N, t.shape[-1])  # noqa: E731
+            out = attention(fold(q), fold(k), fold(v), total, self.scale, reference).reshape(Bw, h, N, -1)
         return self.proj(out.transpose(1, 2).reshape(Bw, N, C))
 
 
