@@ -162,6 +162,9 @@ class PerceptualLoss(nn.Module):
         elif weights is not None:
             raise ConfigError(f"PerceptualLoss: weights must be 'imagenet' or None, got {weights!r}")
         self.features = features[: last + 1].eval()
+        for m in self.features:
+            if isinstance(m, nn.ReLU):
+                m.inplace = False  # an in-place ReLU would overwrite the stored pre-ReLU features
         for p in self.features.parameters():
             p.requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)

@@ -1,0 +1,235 @@
+"""savl.losses against independent references: torch.distributions, Monte Carlo, scipy cdist, analytic MI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.spatial.distance import cdist
+from torch import nn
+
+from savl.errors import ConfigError, ModelFileError
+from savl.losses import (
+    CLUB,
+    VGG19_LAYERS,
+    KLSchedule,
+    PerceptualLoss,
+    energy_distance,
+    gan_loss,
+    kl_standard_normal,
+    reconstruction,
+)
+
+
+def test_kl_matches_torch_distributions(generator):
+    mu = torch.randn(3, 4, 5, 6, generator=generator, dtype=torch.float64)
+    logvar = torch.randn(3, 4, 5, 6, generator=generator, dtype=torch.float64)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    ref = torch.distributions.kl_divergence(q, p).flatten(1).sum(1)
+    got = kl_standard_normal(mu, logvar)
+    assert got.shape == (3,)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_kl_matches_monte_carlo(generator):
+    # KL = E_q[log q(r) - log p(r)]; 200k samples, tolerance 4 standard errors of the MC mean.
+    mu = torch.tensor([[0.3, -1.2], [0.8, 0.0]], dtype=torch.float64).view(1, 2, 2, 1)
+    logvar = torch.tensor([[-0.5, 0.7], [0.2, -1.5]], dtype=torch.float64).view(1, 2, 2, 1)
+    n = 200_000
+    eps = torch.randn(n, 2, 2, 1, generator=generator, dtype=torch.float64)
+    r = mu + (0.5 * logvar).exp() * eps
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(0.0, 1.0)
+    samples = (q.log_prob(r) - p.log_prob(r)).flatten(1).sum(1)
+    se = samples.std() / math.sqrt(n)
+    assert abs(samples.mean() - kl_standard_normal(mu, logvar)[0]) < 4 * se
+    assert kl_standard_normal(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max() == 0  # prior: KL = 0
+
+
+def test_kl_schedule_is_linear_then_flat():
+    s = KLSchedule()
+    assert (s.beta_final, s.anneal_steps) == (5e-4, 50_000)
+    assert s(0) == 0.0
+    assert s(25_000) == pytest.approx(2.5e-4)
+    assert s(50_000) == pytest.approx(5e-4)
+    assert s(1_000_000) == pytest.approx(5e-4)
+    assert KLSchedule(1e-3, 0)(0) == pytest.approx(1e-3)
+    with pytest.raises(ConfigError):
+        KLSchedule(-1.0)
+
+
+def test_reconstruction_l1_l2(generator):
+    a = torch.rand(2, 3, 4, 5, generator=generator)
+    b = torch.rand(2, 3, 4, 5, generator=generator)
+    na, nb = a.numpy(), b.numpy()
+    assert reconstruction(a, b, "l1").item() == pytest.approx(np.abs(na - nb).mean(), rel=1e-6)
+    assert reconstruction(a, b, "l2").item() == pytest.approx(((na - nb) ** 2).mean(), rel=1e-6)
+    with pytest.raises(ConfigError, match="l1"):
+        reconstruction(a, b, "l3")
+
+
+def _energy_reference(x, y, unbiased):
+    dxy, dxx, dyy = cdist(x, y).mean(), cdist(x, x), cdist(y, y)
+    n, m = len(x), len(y)
+    if unbiased:
+        return 2 * dxy - dxx.sum() / (n * (n - 1)) - dyy.sum() / (m * (m - 1))
+    return 2 * dxy - dxx.mean() - dyy.mean()
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_energy_distance_matches_scipy(generator, unbiased):
+    x = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    y = torch.randn(30, 5, generator=generator, dtype=torch.float64) * 1.5 + 0.3
+    ref = _energy_reference(x.numpy(), y.numpy(), unbiased)
+    assert energy_distance(x, y, unbiased=unbiased).item() == pytest.approx(ref, rel=1e-10)
+    assert energy_distance(x, y, normalise=True, unbiased=unbiased).item() == pytest.approx(ref / 5, rel=1e-10)
+
+
+def test_energy_distance_zero_for_identical_sets(generator):
+    x = torch.randn(64, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert energy_distance(x, x, unbiased=False).item() == pytest.approx(0.0, abs=1e-12)
+    energy_distance(x, x, unbiased=False).backward()
+    assert torch.isfinite(x.grad).all()  # zero distances do not give NaN gradients
+    # Two independent draws from one distribution: the U-statistic is 0 in expectation, the V-statistic is not.
+    u, v = [], []
+    for _ in range(200):
+        a = torch.randn(16, 4, generator=generator, dtype=torch.float64)
+        b = torch.randn(16, 4, generator=generator, dtype=torch.float64)
+        u.append(energy_distance(a, b).item())
+        v.append(energy_distance(a, b, unbiased=False).item())
+    u, v = np.array(u), np.array(v)
+    assert abs(u.mean()) < 4 * u.std() / math.sqrt(len(u))
+    assert v.mean() > 4 * v.std() / math.sqrt(len(v))
+    # And a shifted distribution is clearly positive.
+    shifted = torch.randn(64, 8, generator=generator, dtype=torch.float64) + 1.0
+    assert energy_distance(x.detach(), shifted).item() > 0.5
+
+
+def _correlated_gaussians(n, d, rho, generator):
+    x = torch.randn(n, d, generator=generator)
+    y = rho * x + math.sqrt(1 - rho**2) * torch.randn(n, d, generator=generator)
+    return x, y
+
+
+def test_club_log_likelihood_is_a_gaussian_density(generator):
+    torch.manual_seed(0)
+    club = CLUB(3, 2, hidden=8)
+    x, y = torch.randn(5, 3, generator=generator), torch.randn(5, 2, generator=generator)
+    mu, logvar = club.mu(x), club.logvar_bound * club.logvar(x)
+    ref = torch.distributions.Normal(mu, (0.5 * logvar).exp()).log_prob(y).sum(-1).mean()
+    torch.testing.assert_close(club.log_likelihood(x, y), ref)
+    # forward's closed-form inner mean equals the explicit O(N^2) double sum
+    lq = torch.distributions.Normal(mu[:, None], (0.5 * logvar[:, None]).exp()).log_prob(y[None]).sum(-1)
+    torch.testing.assert_close(club(x, y), (lq.diagonal() - lq.mean(1)).mean())
+    assert club.logvar_bound * club.logvar(10 * x).abs().max() <= club.logvar_bound  # tanh-bounded
+
+
+def test_club_upper_bounds_analytic_mi(generator):
+    torch.manual_seed(0)
+    d, rho = 2, 0.7
+    true_mi = -(d / 2) * math.log(1 - rho**2)
+    club = CLUB(d, d, hidden=32)
+    opt = torch.optim.Adam(club.parameters(), lr=1e-2)
+    for _ in range(300):
+        x, y = _correlated_gaussians(256, d, rho, generator)
+        loss = -club.log_likelihood(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y = _correlated_gaussians(8192, d, rho, generator)
+    with torch.no_grad():
+        est = club(x, y).item()
+    # With the exact q, CLUB = d * rho^2 / (1 - rho^2) (1.92 here) >= I = 0.673.
+    assert est >= true_mi - 0.05
+    assert est == pytest.approx(d * rho**2 / (1 - rho**2), abs=0.25)
+    # Independent data: the estimate is near 0.
+    with torch.no_grad():
+        indep = club(x, torch.randn(8192, d, generator=generator)).item()
+    assert abs(indep) < 0.1
+
+
+def test_gan_loss_by_hand():
+    pred = torch.tensor([0.5, -1.0, 2.0])
+    real = np.mean([math.log(1 + math.exp(-p)) for p in (0.5, -1.0, 2.0)])
+    fake = np.mean([math.log(1 + math.exp(p)) for p in (0.5, -1.0, 2.0)])
+    assert gan_loss(pred, True, True).item() == pytest.approx(real, rel=1e-6)
+    assert gan_loss(pred, True, False).item() == pytest.approx(real, rel=1e-6)
+    assert gan_loss(pred, False, True).item() == pytest.approx(fake, rel=1e-6)
+    assert gan_loss(pred, True, True, kind="hinge").item() == pytest.approx((0.5 + 2.0 + 0.0) / 3)
+    assert gan_loss(pred, False, True, kind="hinge").item() == pytest.approx((1.5 + 0.0 + 3.0) / 3)
+    assert gan_loss(pred, True, False, kind="hinge").item() == pytest.approx(-(0.5 - 1.0 + 2.0) / 3)
+    with pytest.raises(ConfigError):
+        gan_loss(pred, True, kind="wgan")
+
+
+def _conv_index(name):
+    """Index in VGG19 `features` of conv{block}_{k}, walked from torchvision's config list."""
+    from torchvision.models.vgg import cfgs
+
+    block, k = map(int, name[4:].split("_"))
+    idx, b, c = 0, 1, 0
+    for v in cfgs["E"]:
+        if v == "M":
+            idx, b, c = idx + 1, b + 1, 0
+            continue
+        c += 1
+        if (b, c) == (block, k):
+            return idx
+        idx += 2  # conv + ReLU
+    raise AssertionError(name)
+
+
+def test_perceptual_loss_reads_pre_relu_layers(generator):
+    torch.manual_seed(0)
+    loss = PerceptualLoss(weights=None)
+    assert {k: _conv_index(k) for k in VGG19_LAYERS} == VGG19_LAYERS
+    assert all(isinstance(loss.features[i], nn.Conv2d) for i in VGG19_LAYERS.values())
+    a = torch.rand(1, 3, 32, 32, generator=generator, requires_grad=True)
+    b = torch.rand(1, 3, 32, 32, generator=generator)
+    assert loss(b, b).item() == 0.0
+    value = loss(a, b)
+    value.backward()
+    assert value.item() > 0 and a.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.parameters())
+    # by hand: normalise, run the trunk up to each layer, weighted L1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    weights = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+    with torch.no_grad():
+        ref = sum(
+            w
+            * F.l1_loss(
+                loss.features[: VGG19_LAYERS[k] + 1]((a - mean) / std),
+                loss.features[: VGG19_LAYERS[k] + 1]((b - mean) / std),
+            )
+            for k, w in weights.items()
+        )
+    torch.testing.assert_close(value.detach(), ref)
+
+
+def test_perceptual_loss_missing_weights_names_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelFileError) as err:
+        PerceptualLoss(weights="imagenet")
+    msg = str(err.value)
+    assert "vgg19-dcbb9e9d.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg and "\n" not in msg
+
+
+def test_perceptual_loss_loads_cached_weights(tmp_path, monkeypatch):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(1)
+    features = make_layers(cfgs["E"])
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # other keys in the file are ignored
+    torch.save(state, folder / "vgg19-dcbb9e9d.pth")
+    loss = PerceptualLoss(weights="imagenet")
+    torch.testing.assert_close(loss.features[34].weight, features[34].weight)
+    (folder / "vgg19-dcbb9e9d.pth").write_bytes(b"not a pickle")
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        PerceptualLoss(weights="imagenet")
