@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from savl.analysis._arrays import as_matrix, check_pair
-from savl.analysis.mine import one_thread, split_indices, standardise
+from savl.analysis._arrays import as_matrix, check_pair, one_thread
+from savl.analysis.mine import split_indices, standardise
 from savl.errors import ConfigError, DataError
 
 

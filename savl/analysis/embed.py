@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.neighbors import NearestNeighbors
 
-from savl.analysis._arrays import as_labels, as_matrix, check_pair
+from savl.analysis._arrays import as_labels, as_matrix, check_pair, one_thread
 from savl.errors import DataError
 
 
@@ -29,7 +29,8 @@ def embed(features, seed: int = 0, pca_dim: int = 32, perplexity: float = 30.0) 
         init="pca",
         random_state=seed,
     )
-    return tsne.fit_transform(x).astype(np.float64)
+    with one_thread():
+        return tsne.fit_transform(x).astype(np.float64)
 
 
 def knn_purity(points, labels, k: int = 5) -> float:

@@ -15,7 +15,6 @@ inflating the estimate on small sets. ``curve`` records the training-batch DV bo
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from savl.analysis._arrays import as_matrix, check_pair
+from savl.analysis._arrays import as_matrix, check_pair, one_thread
 from savl.errors import ConfigError, DataError
 
 
@@ -52,21 +51,6 @@ def standardise(a: np.ndarray) -> np.ndarray:
 def dv_bound(t_joint: torch.Tensor, t_marginal: torch.Tensor) -> torch.Tensor:
     """Donsker–Varadhan bound ``mean(T_joint) - log mean(exp T_marginal)`` (log-sum-exp for stability)."""
     return t_joint.mean() - (torch.logsumexp(t_marginal.flatten(), 0) - math.log(t_marginal.numel()))
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run tiny-network training on one intra-op thread, restoring the setting afterwards.
-
-    The statistics networks are a few thousand parameters: extra threads only add synchronisation,
-    and on a busy 2-core machine two spinning threads made a 300-step run 6x slower (33 s vs 5.7 s).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def split_indices(n: int, holdout: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

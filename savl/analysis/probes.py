@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from savl.analysis._arrays import as_labels, as_matrix, check_pair
+from savl.analysis._arrays import as_labels, as_matrix, check_pair, one_thread
 from savl.errors import ConfigError, DataError
 
 
@@ -38,7 +38,7 @@ def linear_probe(features, labels, folds: int = 5, seed: int = 0) -> float:
         raise DataError(f"linear_probe: the smallest class has {counts.min()} samples, fewer than folds={folds}")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_thread():
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(probe, x, y, cv=cv, scoring="accuracy")
     return float(np.mean(scores))
@@ -66,11 +66,11 @@ def _kmeans(x: np.ndarray, k: int, seed: int, fit_max: int | None) -> np.ndarray
     km = KMeans(n_clusters=k, n_init=10, random_state=seed)
     rng = np.random.default_rng(seed)
     fit = x if fit_max is None or x.shape[0] <= fit_max else x[rng.choice(x.shape[0], fit_max, replace=False)]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_thread():
         # Constant features give fewer distinct clusters than k; that is a valid (chance) outcome.
         warnings.simplefilter("ignore", ConvergenceWarning)
         km.fit(fit)
-    return km.predict(x)
+        return km.predict(x)
 
 
 def cluster_labels(features, labels=None, k: int | None = None, seed: int = 0, fit_max: int | None = None):
