@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
+from savl.errors import ImageError
 from savl.models.discriminator import UNetDiscriminatorSN
 from savl.models.io import load_model, save_model
 
@@ -61,9 +62,9 @@ def test_skip_connections_matter_and_gradients_flow(generator):
 
 def test_bad_inputs_and_round_trip(tmp_path, generator):
     d = UNetDiscriminatorSN(base=4).eval()
-    with pytest.raises(ValueError):
+    with pytest.raises(ImageError):
         d(torch.rand(1, 1, 16, 16))
-    with pytest.raises(ValueError):
+    with pytest.raises(ImageError):
         d(torch.rand(1, 3, 4, 16))
     path = save_model(d, tmp_path / "d.safetensors")
     loaded = load_model(path)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from savl.errors import ConfigError
+from savl.errors import ConfigError, ImageError
 from savl.models.encoder import Posterior
 from savl.models.hat import HAT
 from savl.models.io import load_model, save_model
@@ -129,3 +129,24 @@ def test_save_and_load_round_trip(tmp_path, generator):
     lr = torch.rand(1, 3, 8, 8, generator=generator)
     with torch.no_grad():
         torch.testing.assert_close(loaded(lr), net(lr))
+
+
+def test_bf16_autocast_is_opt_in_and_close_to_float32(generator):
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke()).eval()
+    lr = torch.rand(1, 3, 8, 8, generator=generator)
+    with torch.no_grad():
+        ref = net(lr)
+        assert ref.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(lr)
+    assert torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.05
+
+
+def test_bad_input_raises_image_error():
+    net = DARHAGNet(smoke(channel_guidance=False, spatial_guidance=False))
+    with pytest.raises(ImageError):
+        net(torch.rand(1, 4, 8, 8))
+    with pytest.raises(ImageError):
+        net(torch.rand(3, 8, 8))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from savl.errors import ConfigError
+from savl.errors import ConfigError, ImageError
 
 
 @dataclass
@@ -60,9 +60,9 @@ class UNetDiscriminatorSN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_ch:
-            raise ValueError(f"expected (B, {self.config.in_ch}, H, W), got {tuple(x.shape)}")
+            raise ImageError(f"discriminator input must be (B, {self.config.in_ch}, H, W), got {tuple(x.shape)}")
         if min(x.shape[-2:]) < 8:
-            raise ValueError(f"input {tuple(x.shape[-2:])} is smaller than 8 pixels, the depth of the U")
+            raise ImageError(f"discriminator input {tuple(x.shape[-2:])} is smaller than 8 pixels, the depth of the U")
         x0 = self._act(self.conv0(x))
         x1 = self._act(self.conv1(x0))
         x2 = self._act(self.conv2(x1))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from savl.errors import ConfigError
+from savl.errors import ConfigError, ImageError
 from savl.models.hat import reflect_pad_to, window_partition
 
 _LOG_EPS = 1e-8
@@ -130,7 +130,7 @@ class DSCA(nn.Module):
         if not isinstance(maps, GuidanceMaps):
             maps = GuidanceMaps.from_posterior(maps, size, 1)
         if tuple(maps.mean.shape[-2:]) != (H, W):
-            raise ValueError(f"guidance maps are {tuple(maps.mean.shape[-2:])} but the features are {(H, W)}")
+            raise ImageError(f"guidance maps are {tuple(maps.mean.shape[-2:])} but the features are {(H, W)}")
         biases: dict[int, torch.Tensor] = {}
         if self.channel:
             a, b = self.modulation(maps)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from savl.errors import ConfigError
+from savl.errors import ConfigError, ImageError
 
 # Mean of DIV2K in RGB, subtracted before the network and added back after (HAT's "mean shift").
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -506,7 +506,7 @@ class HAT(nn.Module):
         self, lr: torch.Tensor, guides: Sequence[Guide | None] | None = None, reference: bool = False
     ) -> torch.Tensor:
         if lr.dim() != 4 or lr.shape[1] != self.in_ch:
-            raise ValueError(f"expected (B, {self.in_ch}, H, W), got {tuple(lr.shape)}")
+            raise ImageError(f"SR input must be (B, {self.in_ch}, H, W), got {tuple(lr.shape)}")
         H, W = lr.shape[-2:]
         mean = self.rgb_mean.to(lr.dtype)
         x = reflect_pad_to(lr - mean, self.window)
