@@ -627,7 +627,7 @@ def cmd_eval(args) -> int:
             raise ModelFileError(f"{err}; or pass --lpips none") from None
         raise
     method = Path(args.model).stem if checkpoint is not None else "Bicubic"
-    print(f"{name} [{kind}, {len(result.per_image)} images]: {result.summary()}")
+    print(f"{result.summary()} [{kind}]")
     if result.has_metrics:
         print(format_table({method: result}), end="")
     else:

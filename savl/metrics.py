@@ -162,8 +162,6 @@ class LPIPS(nn.Module):
 
     def __init__(self, net: str = "alex", device: str | torch.device | None = None, pretrained: bool = True):
         super().__init__()
-        import lpips as lpips_pkg
-
         self.net = net
         self.random_trunk = not pretrained
         name, folder = lpips_trunk_file(net)
@@ -172,6 +170,8 @@ class LPIPS(nn.Module):
                 f"LPIPS ({net}) needs the ImageNet trunk {name}: place it in {folder} "
                 f"(from {self.trunk_url}; set TORCH_HOME to use another cache)"
             )
+        import lpips as lpips_pkg  # after the cache check: a missing trunk fails fast
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated" from inside lpips
             try:

@@ -281,6 +281,14 @@ def test_open_folders_and_catalog_names(tmp_path, monkeypatch, paired_folder):
     write_image(d / "test_LR" / "s_x4.png", imresize(img, scale=0.25))
     ds, name, _, kind = open_eval_data("DRealSR")
     assert (name, kind, len(ds), ds[0]["name"]) == ("DRealSR", "paired", 1, "s")
+    # RealSR v3: Canon and Nikon x4 test folders are read as one set; a single such folder is detected as is
+    for cam in ("Canon", "Nikon"):
+        folder = tmp_path / "data" / "RealSR" / "RealSR(V3)" / cam / "Test" / "4"
+        write_image(folder / f"{cam}_001_HR.png", img)
+        write_image(folder / f"{cam}_001_LR4.png", imresize(img, scale=0.25))
+    ds, _, _, kind = open_eval_data("RealSR")
+    assert (kind, [ds[i]["name"] for i in range(len(ds))]) == ("paired", ["Canon_001", "Nikon_001"])
+    assert open_eval_data(str(folder))[3] == "paired (realsr)"
     with pytest.raises(DataError, match="HR-only"):
         (tmp_path / "data" / "DIV2K").mkdir()
         open_eval_data("DIV2K")
