@@ -340,9 +340,6 @@ def evaluate(
         items = tqdm(items, total=len(dataset), desc=label, unit="img", file=sys.stderr, disable=None)
     for i, item in enumerate(items):
         name = str(item.get("name", f"{i:04d}"))
-        sr = upscale(
-            model, item["lr"], tile=protocol.tile, overlap=protocol.overlap, device=device, scale=protocol.scale
-        )
         row: dict = {"name": name}
         if paired is None:
             paired = "hr" in item
@@ -356,6 +353,9 @@ def evaluate(
                 out_dir.mkdir(parents=True, exist_ok=True)
         elif ("hr" in item) != paired:
             raise DataError(f"{name}: some items have ground truth and others not; evaluate them separately")
+        sr = upscale(
+            model, item["lr"], tile=protocol.tile, overlap=protocol.overlap, device=device, scale=protocol.scale
+        )
         if paired:
             hr = item["hr"][:3]
             if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
