@@ -312,8 +312,19 @@ def as_config(config: TrainConfig | dict | str | Path, overrides=()) -> TrainCon
     return load_config(config, overrides)
 
 
-# Keys that do not change what a run computes (where it goes, how often it talks).
-_HASH_EXCLUDED = {"name", "output", "log_every", "progress", "workers", "threads", "keep_last", "checkpoint_every"}
+# Keys that do not change what a run computes (where it goes, how often it talks; test hooks, which only ever
+# stop a run, so that resuming without them continues the same run).
+_HASH_EXCLUDED = {
+    "name",
+    "output",
+    "log_every",
+    "progress",
+    "workers",
+    "threads",
+    "keep_last",
+    "checkpoint_every",
+    "debug",
+}
 
 
 def init_config(cfg: TrainConfig) -> TrainConfig | None:
