@@ -175,6 +175,7 @@ class PatchClass:
     value: float
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "value", float(self.value))  # one type in the JSON params, whatever was given
         if self.kind not in DEGRADATION_KINDS:
             raise ConfigError(f"degradation kind must be one of {DEGRADATION_KINDS}, got {self.kind!r}")
         bad = {
