@@ -23,14 +23,19 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from savl.errors import ConfigError, DataError, SavlError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported inside the functions that use it: `savl --help` builds this module's parser and should
+# not pay for importing torch.
+
 __all__ = [
-    "BicubicUpsampler",
+    "BicubicUpsampler",  # noqa: F822 - provided by the module __getattr__ (built on first use)
     "EvalProtocol",
     "EvalResult",
     "add_eval_parser",
@@ -207,6 +212,8 @@ def _cpu_model() -> str:
 
 def hardware(device: str | torch.device | None = None) -> dict:
     """CPU model and count, and the GPU's name when the device is CUDA."""
+    import torch
+
     info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
     dev = torch.device(device) if device is not None else None
     if dev is not None and dev.type == "cuda" and torch.cuda.is_available():
@@ -234,6 +241,8 @@ def provenance(
 ) -> dict:
     """What a result needs to be trusted later: command line, git commit, hardware, torch version,
     checkpoint sha256 ("none" without a checkpoint file), savl version and time (UTC)."""
+    import torch
+
     from savl import __version__
 
     commit, dirty = _git_commit()
@@ -260,21 +269,36 @@ def provenance_defaults(protocol: EvalProtocol) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- baseline
-class BicubicUpsampler(nn.Module):
-    """The "Bicubic" row of SR tables: MATLAB-compatible bicubic upscaling (`savl.imresize`, §5.4)."""
+def _bicubic_class() -> type:
+    import torch
+    from torch import nn
 
-    architecture = "bicubic"
+    from savl.imresize import imresize
 
-    def __init__(self, scale: int = 4):
-        super().__init__()
-        self.scale = int(scale)
-        # a buffer so that `.to(device)` and device lookups work on a model without weights
-        self.register_buffer("_anchor", torch.zeros(1), persistent=False)
+    class BicubicUpsampler(nn.Module):
+        """The "Bicubic" row of SR tables: MATLAB-compatible bicubic upscaling (`savl.imresize`, §5.4)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from savl.imresize import imresize
+        architecture = "bicubic"
 
-        return imresize(x, scale=self.scale)
+        def __init__(self, scale: int = 4):
+            super().__init__()
+            self.scale = int(scale)
+            # a buffer so that `.to(device)` and device lookups work on a model without weights
+            self.register_buffer("_anchor", torch.zeros(1), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return imresize(x, scale=self.scale)
+
+    BicubicUpsampler.__module__, BicubicUpsampler.__qualname__ = __name__, "BicubicUpsampler"
+    return BicubicUpsampler
+
+
+def __getattr__(name: str):
+    # `BicubicUpsampler` is an nn.Module, built on first use so that importing this module stays torch-free.
+    if name == "BicubicUpsampler":
+        cls = globals()[name] = _bicubic_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------- evaluate
@@ -291,7 +315,6 @@ def _safe_stem(name: str) -> str:
     return keep.strip(".") or "image"
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset,
@@ -312,6 +335,8 @@ def evaluate(
     which raises ModelFileError offline when the trunk is not cached.
     save_dir: where to write each output as `NAME.png` (8-bit, the precision that is scored).
     """
+    import torch
+
     from savl.infer import model_scale, upscale
     from savl.io import write_image
     from savl.metrics import LPIPS, psnr, ssim
@@ -595,7 +620,7 @@ def add_eval_parser(subparsers) -> None:
 
 def _load_eval_model(spec: str, scale: int) -> tuple[nn.Module, Path | None]:
     if spec.lower() == "bicubic":
-        return BicubicUpsampler(scale), None
+        return __getattr__("BicubicUpsampler")(scale), None
     from savl.models.io import load_model
 
     path = Path(spec)
@@ -649,6 +674,8 @@ def _int_arg(flag: str, value) -> int:
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -331,3 +331,13 @@ def test_cli_errors_are_one_line(paired_folder, tmp_path, monkeypatch, capsys):
     assert _main(["eval", "--model", str(tmp_path / "none.safetensors"), "--data", str(paired_folder)]) == 2
     assert "no such file" in capsys.readouterr().err
     assert _main(["eval", "--model", "bicubic", "--data", str(paired_folder), "--tile", "big"]) == 2
+
+
+def test_importing_evaluate_does_not_import_torch():
+    # `savl --help` builds the eval parser from this module; it must stay cheap to import.
+    import subprocess
+    import sys
+
+    code = "import sys, savl.evaluate; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
