@@ -313,6 +313,10 @@ def test_patchwise_is_seeded_and_replays_from_json(generator):
         replay = patchwise_replay(hr, json.loads(json.dumps(out.params)))
         assert torch.equal(out.lr, replay.lr) and torch.equal(out.labels, replay.labels)
     assert not torch.equal(patchwise(hr, "type", _gen(12), patch=32).lr, out.lr)
+    # Records of different settings replay side by side in one batch.
+    a, b = patchwise(hr[:1], "type", _gen(0), patch=32), patchwise(hr[1:], "blur", _gen(0), patch=32)
+    mixed = patchwise_replay(hr, a.params + b.params)
+    assert torch.equal(mixed.lr, torch.cat([a.lr, b.lr]))
 
 
 def test_patchwise_custom_setting_and_errors(generator):

@@ -341,7 +341,12 @@ def patchwise_replay(hr: torch.Tensor, params: Sequence[dict]) -> Patchwise:
     for q in qualities:
         mask = torch.stack(
             [
-                torch.isin(lab, torch.tensor([i for i, cl in enumerate(cls) if cl.kind == "jpeg" and cl.value == q]))
+                torch.isin(
+                    lab,
+                    torch.tensor(
+                        [i for i, cl in enumerate(cls) if cl.kind == "jpeg" and cl.value == q], dtype=torch.int64
+                    ),
+                )
                 for lab, cls in zip(labels.cpu(), class_lists)
             ]
         ).to(hr.device)
