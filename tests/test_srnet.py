@@ -150,3 +150,29 @@ def test_bad_input_raises_image_error():
         net(torch.rand(1, 4, 8, 8))
     with pytest.raises(ImageError):
         net(torch.rand(3, 8, 8))
+
+
+def test_deterministic_code_gives_neutral_spatial_guidance(generator):
+    # The §4.4 ablation's point-mass posterior has no variance: severity is uniform, so no attention bias.
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke()).eval()
+    lr = torch.rand(1, 3, 8, 8, generator=generator)
+    point = Posterior(torch.randn(1, net.config.encoder.code_dim, 8, 8, generator=generator), None)
+    with torch.no_grad():
+        torch.testing.assert_close(net(lr, point), net.sr(lr), atol=1e-6, rtol=1e-6)
+
+
+def test_smoke_net_fits_one_pair(generator):
+    torch.manual_seed(0)
+    net = DARHAGNet(smoke()).train()
+    hr = torch.rand(1, 3, 32, 32, generator=generator)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = (net(lr) - hr).abs().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]  # measured: 0.262 -> 0.189

@@ -18,6 +18,10 @@ rolled by the same (-w/2, -w/2) before the window partition, so bias and tokens 
 
 DSCA sits first in every DA-RHAG group (savl.models.srnet): it modulates the group input and hands the biases
 (one per window shift) to the group's HABs.
+
+Cost: the biases are materialised, (B*nW, heads, N, N) floats per shift and group, e.g. 25 MB per 64x64 LR image
+at window 16 with 6 heads; with a learnable gamma, SDPA on CPU takes its math path (DESIGN §6). A score
+modification in FlexAttention would avoid the tensors on GPU; we keep the portable form.
 """
 
 from __future__ import annotations
