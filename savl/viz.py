@@ -69,7 +69,9 @@ def image_grid(
         raise ImageError(f"{len(titles)} titles for {len(images)} images")
     ncols = min(len(images), ncols or len(images))
     nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    first = to_display(images[0])
+    aspect = min(1.0, first.shape[0] / first.shape[1])  # wide images get shorter rows (titles need ~0.5 in)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size * aspect + 0.5) * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
