@@ -38,7 +38,7 @@ from savl.degrade.kernels import (
 from savl.errors import ConfigError, ImageError
 
 FINAL_ORDERS = ("resize_sinc_jpeg", "jpeg_resize_sinc")
-_RECORD_KEYS = ("usm", "blur1", "resize1", "noise1", "jpeg1", "blur2", "resize2", "noise2", "final")
+_RECORD_KEYS = ("usm", "antialias", "blur1", "resize1", "noise1", "jpeg1", "blur2", "resize2", "noise2", "final")
 _SEED_MAX = 2**31 - 1  # noise seeds stay exact JSON integers everywhere
 
 
@@ -176,9 +176,12 @@ class RealESRGANDegradation:
         }
         order = FINAL_ORDERS[0] if _uniform(generator, 0.0, 1.0) < c.final_order_prob else FINAL_ORDERS[1]
         final_mode = c.resize_modes[_choice(generator, [1.0] * len(c.resize_modes))]
+        usm = (
+            {"weight": c.usm_weight, "threshold": c.usm_threshold, "radius": c.usm_radius} if c.usm_sharpen_gt else None
+        )
         records = []
         for _ in range(batch_size):
-            rec: dict[str, Any] = {"scale": c.scale, "hr_size": [h, w], "usm": c.usm_sharpen_gt}
+            rec: dict[str, Any] = {"scale": c.scale, "hr_size": [h, w], "usm": usm, "antialias": c.resize_antialias}
             rec["blur1"] = random_kernel_record(c.kernel1, generator)
             rec["resize1"] = dict(shared["resize1"])
             rec["noise1"] = self._noise_draw(
@@ -242,22 +245,24 @@ class RealESRGANDegradation:
             missing = [k for k in _RECORD_KEYS if k not in p]
             if missing:
                 raise ConfigError(f"degradation record {i} lacks the fields {missing}")
-            key = repr((p["usm"], p["resize1"], p["resize2"], p["final"]["order"], p["final"]["mode"]))
+            key = repr((p["usm"], p["antialias"], p["resize1"], p["resize2"], p["final"]["order"], p["final"]["mode"]))
             groups.setdefault(key, []).append(i)
         if len(groups) == 1:
-            src = self.sharpen(hr) if params[0]["usm"] else hr
-            return self._run(src, params)
+            return self._run(self._source(hr, params[0]["usm"]), params)
         out = None
         for idx in groups.values():
-            sub = hr[idx]
-            src = self.sharpen(sub) if params[idx[0]]["usm"] else sub
-            lr = self._run(src, [params[i] for i in idx])
+            lr = self._run(self._source(hr[idx], params[idx[0]]["usm"]), [params[i] for i in idx])
             if out is None:
                 out = lr.new_empty((hr.shape[0], *lr.shape[1:]))
             out[idx] = lr
         return out
 
     # ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _source(hr: torch.Tensor, usm: dict | None) -> torch.Tensor:
+        """The pipeline's input: the GT, USM-sharpened with the recorded settings when there are any."""
+        return ops.usm_sharpen(hr, usm["weight"], usm["threshold"], usm["radius"]) if usm else hr
+
     @staticmethod
     def _blur(x: torch.Tensor, records: list[dict | None]) -> torch.Tensor:
         """Per-sample blur; samples whose record is None (or the pulse) are left bit-for-bit untouched."""
@@ -293,7 +298,7 @@ class RealESRGANDegradation:
         """The pipeline on one group of samples sharing the batch-level choices (src already sharpened)."""
         c = self.config
         h, w = src.shape[-2:]
-        aa = c.resize_antialias
+        aa = bool(params[0]["antialias"])
         dev = src.device
         # first order
         out = self._blur(src, [p["blur1"] for p in params])
