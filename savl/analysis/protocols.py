@@ -113,6 +113,17 @@ def downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return imresize(hr, scale=1.0 / scale)
 
 
+def add_noise(lr: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Per-channel Gaussian noise of std ``sigma`` (on [0, 1]; none at 0), clamped to [0, 1]."""
+    from savl.degrade.ops import add_gaussian_noise
+
+    if sigma > 0:
+        b = lr.shape[0]
+        s = torch.full((b,), float(sigma), device=lr.device)
+        lr = add_gaussian_noise(lr, s, torch.zeros(b, dtype=torch.bool, device=lr.device), generator)
+    return lr.clamp(0, 1)
+
+
 def degrade(hr: torch.Tensor, factor: str, value: float, generator: torch.Generator, scale: int = 4):
     """One controlled degradation of an HR batch (B, 3, H, W) -> LR in [0, 1].
 
@@ -120,15 +131,7 @@ def degrade(hr: torch.Tensor, factor: str, value: float, generator: torch.Genera
     of std ``value`` HR pixels (none at 0), then bicubic down.
     """
     if factor == "noise":
-        from savl.degrade.ops import add_gaussian_noise
-
-        lr = downsample(hr, scale)
-        b = lr.shape[0]
-        if value > 0:
-            sigma = torch.full((b,), float(value), device=lr.device)
-            gray = torch.zeros(b, dtype=torch.bool, device=lr.device)
-            lr = add_gaussian_noise(lr, sigma, gray, generator)
-        return lr.clamp(0, 1)
+        return add_noise(downsample(hr, scale), value, generator)
     if factor == "blur":
         import kornia
 
@@ -268,11 +271,12 @@ def decoupling(
             tops = torch.randint(0, h - crop + 1, (crops_per_image,), generator=g).tolist()
             lefts = torch.randint(0, w - crop + 1, (crops_per_image,), generator=g).tolist()
             batch = torch.stack([hr[:, t : t + crop, s : s + crop] for t, s in zip(tops, lefts)])
-            for j, level in enumerate(levels):
-                lr = degrade(batch, "noise", float(level), g, scale)
-                codes.append(pooled_mean(enc(lr.to(device))).cpu().numpy())
-                scene += [i] * crops_per_image
-                noise += [j] * crops_per_image
+            clean = downsample(batch, scale)  # once per image; only the noise differs between levels
+            lrs = [add_noise(clean, float(level), g) for level in levels]
+            # One encoder call per image (all levels): larger batches run faster on CPU.
+            codes.append(pooled_mean(enc(torch.cat(lrs).to(device))).cpu().numpy())
+            scene += [i] * (crops_per_image * len(levels))
+            noise += [j for j in range(len(levels)) for _ in range(crops_per_image)]
     x = np.concatenate(codes).astype(np.float64)
     scene_a, noise_a = np.array(scene), np.array(noise)
     return {

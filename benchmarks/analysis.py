@@ -1,0 +1,196 @@
+"""Benchmark: the analysis estimators and the Table 1 / Table 5 protocols at `book` size on CPU.
+
+    python benchmarks/analysis.py [--encoder book|smoke] [--out DIR]
+
+Goal (DESIGN §3): each protocol under a minute on 2 CPU cores. The encoder is randomly initialised
+(seeded): run time does not depend on training, and the accuracies it records are those of an
+untrained encoder, reported only as a sanity figure (not as a result). Writes ``analysis_cpu.json``
+(timings, sizes, machine) and ``analysis_cpu.md`` under ``--out`` (default benchmarks/results),
+atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from savl.analysis import (
+    club,
+    clustering_accuracy,
+    decoupling,
+    embed,
+    hsic_test,
+    linear_probe,
+    mine,
+    spatial_clustering,
+)
+from savl.data import sample_images
+from savl.models.encoder import AmortizedEncoder, EncoderConfig
+
+# Book-size settings: every embedded photo, 8 crops x 4 noise levels for Table 1 (384 codes);
+# 256-px centre crops cut into 64-px patches for Table 5 (16 patches, 4096 LR pixels per photo).
+TABLE1 = {"levels": [0.0, 10 / 255, 25 / 255, 50 / 255], "crop": 128, "crops_per_image": 8, "mine_steps": 500}
+TABLE5 = {"crop": 256, "patch": 64}
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        commit = out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "cpu_model": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "git_commit": commit,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def bench_estimators(seed: int) -> dict:
+    """Each estimator alone on inputs of the size the book's protocols give it."""
+    rng = np.random.default_rng(seed)
+    codes = rng.standard_normal((384, 64))
+    scene = np.repeat(np.arange(12), 32)
+    codes[:, :4] += scene[:, None] * 0.3  # some dependence, so the fits do real work
+    onehot = np.eye(12)[scene]
+    pixels = rng.standard_normal((12 * 64 * 64, 64))
+    pixel_labels = rng.integers(0, 4, pixels.shape[0])
+    rows = {
+        "hsic_test (384 x 64 vs 12 classes)": lambda: hsic_test(codes, onehot),
+        "mine (384 pairs, 500 steps)": lambda: mine(codes, onehot, steps=500, batch=128, seed=seed),
+        "club (384 pairs, 500 steps)": lambda: club(codes, onehot, steps=500, batch=128, seed=seed),
+        "linear_probe (384 x 64, 12 classes, 5 folds)": lambda: linear_probe(codes, scene, seed=seed),
+        "clustering_accuracy (49152 pixels x 64, k=4, fit on 20000)": lambda: clustering_accuracy(
+            pixels, pixel_labels, seed=seed, fit_max=20000
+        ),
+        "embed (384 x 64 -> PCA 32 -> t-SNE 2)": lambda: embed(codes, seed=seed),
+    }
+    return {name: timed(fn)[0] for name, fn in rows.items()}
+
+
+def bench_protocols(encoder, images, seed: int) -> dict:
+    out = {}
+    t, r = timed(lambda: decoupling(encoder, images, seed=seed, **TABLE1))
+    out["table1_decoupling"] = {
+        "seconds": t,
+        "n_codes": int(r["codes"].shape[0]),
+        "untrained_probe_content": r["content"]["probe"],
+        "untrained_probe_degradation": r["degradation"]["probe"],
+    }
+    for setting in ("type", "blur", "noise"):
+        t, r = timed(lambda s=setting: spatial_clustering(encoder, images, s, seed=seed, **TABLE5))
+        out[f"table5_{setting}"] = {
+            "seconds": t,
+            "n_pixels": r["n_pixels"],
+            "untrained_accuracy": r["accuracy"],
+            "chance": r["chance"],
+        }
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def markdown(payload: dict) -> str:
+    info, est, prot = payload["machine"], payload["estimators_s"], payload["protocols"]
+    lines = [
+        f"# Analysis toolkit timings (CPU, {payload['encoder']} encoder, randomly initialised)",
+        "",
+        "| estimator | seconds |",
+        "|---|---|",
+        *[f"| {k} | {v:.2f} |" for k, v in est.items()],
+        "",
+        "| protocol | size | seconds | untrained-encoder figure (sanity only) |",
+        "|---|---|---|---|",
+        f"| Table 1 decoupling | {prot['table1_decoupling']['n_codes']} codes "
+        f"({payload['n_images']} photos x {TABLE1['crops_per_image']} crops x {len(TABLE1['levels'])} levels) "
+        f"| {prot['table1_decoupling']['seconds']:.1f} | probes: scene "
+        f"{100 * prot['table1_decoupling']['untrained_probe_content']:.1f} %, noise "
+        f"{100 * prot['table1_decoupling']['untrained_probe_degradation']:.1f} % |",
+    ]
+    for s in ("type", "blur", "noise"):
+        p = prot[f"table5_{s}"]
+        lines.append(
+            f"| Table 5 {s} | {p['n_pixels']} LR pixels | {p['seconds']:.1f} | accuracy "
+            f"{100 * p['untrained_accuracy']:.1f} % (chance {100 * p['chance']:.1f} %) |"
+        )
+    lines += [
+        "",
+        f"Machine: {info['cpu_model']}, {info['cpu_cores']} cores ({info['torch_threads']} torch threads; the "
+        f"small fits run on one thread, see `savl.analysis._arrays.one_thread`), 1-min load average "
+        f"{info['load_average_1min_at_start']:.1f} at start and {info['load_average_1min_at_end']:.1f} at end "
+        f"(shared machine); torch {info['torch']}; commit {info['git_commit'][:10]}; `{info['command']}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoder", choices=("book", "smoke"), default="book")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args(argv)
+    info = machine()
+    torch.manual_seed(args.seed)
+    encoder = AmortizedEncoder(EncoderConfig.profile(args.encoder))
+    images = sample_images()
+    est = bench_estimators(args.seed)
+    prot = bench_protocols(encoder, images, args.seed)
+    info["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    payload = {
+        "benchmark": "analysis_estimators_and_protocols",
+        "encoder": args.encoder,
+        "n_images": len(images),
+        "table1_settings": TABLE1,
+        "table5_settings": TABLE5,
+        "machine": info,
+        "estimators_s": est,
+        "protocols": prot,
+    }
+    _atomic_write(args.out / "analysis_cpu.json", json.dumps(payload, indent=2) + "\n")
+    _atomic_write(args.out / "analysis_cpu.md", markdown(payload))
+    print(markdown(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
