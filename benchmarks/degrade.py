@@ -1,10 +1,11 @@
 """Benchmark: the Real-ESRGAN pipeline (DESIGN §5.3) batched versus a per-sample loop of the same records.
 
-    python benchmarks/degrade.py [--batch 32] [--size 256] [--repeats 3] [--device cpu|cuda|all] [--out DIR]
+    python benchmarks/degrade.py [--batch 32] [--size 256] [--repeats 5] [--device cpu|cuda|all] [--threads N]
+                                 [--tag SUFFIX] [--out DIR]
 
 Both paths replay the same parameter records through ``RealESRGANDegradation.apply`` (USM included), so they
-do identical work; the loop differs only in running each sample alone. Writes ``degrade_<device>.json``
-(figures + machine) and ``degrade_<device>.md`` under ``--out`` (default benchmarks/results), atomically.
+do identical work; the loop differs only in running each sample alone. Writes ``degrade_<device><tag>.json``
+(figures + machine) and ``degrade_<device><tag>.md`` under ``--out`` (default benchmarks/results), atomically.
 """
 
 from __future__ import annotations
@@ -121,6 +122,35 @@ def bench(device: torch.device, batch: int, size: int, repeats: int, seed: int) 
     }
 
 
+def op_breakdown(device: torch.device, batch: int, size: int, seed: int) -> dict:
+    """Where the gap comes from: single ops on the full GT batch, batched versus looped (one run each, warm)."""
+    from savl.degrade import ops
+    from savl.degrade.kernels import KernelConfig, kernel_from_record, random_kernel_record
+
+    x = gt_batch(batch, size, seed).to(device)
+    g = torch.Generator().manual_seed(seed)
+    k = torch.stack([kernel_from_record(random_kernel_record(KernelConfig(), g)) for _ in range(batch)])
+    q = torch.linspace(30, 95, batch)
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(batch)]
+    cases = {
+        "blur_21x21_per_sample": (
+            lambda: ops.filter2d(x, k),
+            lambda: [ops.filter2d(x[i : i + 1], k[i]) for i in range(batch)],
+        ),
+        "usm_sharpen": (lambda: ops.usm_sharpen(x), lambda: [ops.usm_sharpen(x[i : i + 1]) for i in range(batch)]),
+        "jpeg": (lambda: ops.jpeg(x, q), lambda: [ops.jpeg(x[i : i + 1], q[i : i + 1]) for i in range(batch)]),
+        "poisson_noise": (
+            lambda: ops.add_poisson_noise(x, 1.0, False, gens),
+            lambda: [ops.add_poisson_noise(x[i : i + 1], 1.0, False, gens[i : i + 1]) for i in range(batch)],
+        ),
+    }
+    out = {}
+    for name, (fb, fl) in cases.items():
+        fb(), fl()
+        out[name] = {"batched_s": time_once(fb, device), "loop_s": time_once(fl, device)}
+    return out
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -158,6 +188,12 @@ def markdown(res: dict, info: dict) -> str:
                 f"{100 * res['outputs_fraction_differing']:.3f} % of values (float summation order)."
             ),
             "",
+            "Single ops on the GT batch, one warm run each (s, batched / loop): "
+            + "; ".join(f"{n} {v['batched_s']:.3f} / {v['loop_s']:.3f}" for n, v in res["ops_on_the_gt_batch"].items())
+            + ". Each op does the same arithmetic either way; the loop pays per-call set-up and runs many small"
+            " multi-threaded ops, each of which waits for all its threads: on a loaded shared machine that wait"
+            " (scheduling latency) inflates the loop's time, so compare with the single-thread run when present.",
+            "",
             f"Machine: {info['cpu_model']}, {info['cpu_cores']} cores ({info['torch_threads']} torch threads), "
             f"1-min load average {info['load_average_1min_at_start']:.1f} at start and "
             f"{info.get('load_average_1min_at_end', float('nan')):.1f} at end (shared machine)"
@@ -175,19 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--tag", default="", help="suffix of the result file names, e.g. _1thread")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = machine()
     for dev in devices:
         res = bench(dev, args.batch, args.size, args.repeats, args.seed)
+        res["ops_on_the_gt_batch"] = op_breakdown(dev, args.batch, args.size, args.seed)
         if hasattr(os, "getloadavg"):
             info["load_average_1min_at_end"] = os.getloadavg()[0]
         payload = {"benchmark": "realesrgan_degradation_batched_vs_loop", "machine": info, "result": res}
-        _atomic_write(args.out / f"degrade_{dev.type}.json", json.dumps(payload, indent=2) + "\n")
-        _atomic_write(args.out / f"degrade_{dev.type}.md", markdown(res, info))
+        _atomic_write(args.out / f"degrade_{dev.type}{args.tag}.json", json.dumps(payload, indent=2) + "\n")
+        _atomic_write(args.out / f"degrade_{dev.type}{args.tag}.md", markdown(res, info))
         print(
             f"{dev}: batched {res['batched_s_median']:.3f} s, loop {res['loop_s_median']:.3f} s, "
             f"speed-up {res['speedup_loop_over_batched']:.2f}x"
