@@ -43,14 +43,19 @@ def test_degrade_folder(tmp_path, photo):
     assert (out / "photo.png").exists() and (out / "photo.json").exists()
 
 
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
         (lambda p: p / "missing.png", "missing.png"),
         (lambda p: p, "no image files"),
-        (lambda p: (p / "empty.png").write_bytes(b"") or p / "empty.png", "empty"),
-        (lambda p: (p / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage") or p / "bad.jpg", "bad.jpg"),
-        (lambda p: (p / "notes.txt").write_text("hello") or p / "notes.txt", "notes.txt"),
+        (lambda p: _write(p / "empty.png", b""), "empty"),
+        (lambda p: _write(p / "bad.jpg", b"\xff\xd8\xff\xe0garbage"), "bad.jpg"),
+        (lambda p: _write(p / "notes.txt", b"hello"), "notes.txt"),
     ],
 )
 def test_degrade_bad_input_exits_2_with_one_line(tmp_path, make, message):
@@ -141,3 +146,21 @@ def test_sr_bad_model_file_is_one_line(tmp_path, photo, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("savl: error:") and "bad" in err and "\n" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_severity_writes_map_and_raw_values(tmp_path, photo):
+    import numpy as np
+
+    from savl.models.encoder import AmortizedEncoder, EncoderConfig
+    from savl.models.io import save_model
+
+    torch.manual_seed(0)
+    encoder = AmortizedEncoder(EncoderConfig.smoke())
+    model = save_model(encoder, tmp_path / "enc.safetensors")
+    out = tmp_path / "sev.png"
+    assert main(["severity", str(photo), str(out), "--model", str(model)]) == 0
+    raw = np.load(out.with_suffix(".npy"))
+    lr = read_image(photo)
+    assert raw.shape == lr.shape[-2:] and read_image(out).shape == lr.shape
+    expected = encoder.eval()(lr[None]).severity()[0, 0].detach().numpy()
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
