@@ -1,6 +1,6 @@
 """Benchmark: the analysis estimators and the Table 1 / Table 5 protocols at `book` size on CPU.
 
-    python benchmarks/analysis.py [--encoder book|smoke] [--out DIR]
+    python benchmarks/analysis.py [--encoder book|smoke] [--threads 1 2] [--out DIR]
 
 Goal (DESIGN §3): each protocol under a minute on 2 CPU cores. The encoder is randomly initialised
 (seeded): run time does not depend on training, and the accuracies it records are those of an
@@ -97,7 +97,16 @@ def bench_estimators(seed: int) -> dict:
     return {name: timed(fn)[0] for name, fn in rows.items()}
 
 
-def bench_protocols(encoder, images, seed: int) -> dict:
+def bench_protocols(encoder, images, seed: int, threads: int) -> dict:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _bench_protocols(encoder, images, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench_protocols(encoder, images, seed: int) -> dict:
     out = {}
     t, r = timed(lambda: decoupling(encoder, images, seed=seed, **TABLE1))
     out["table1_decoupling"] = {
@@ -130,7 +139,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def markdown(payload: dict) -> str:
-    info, est, prot = payload["machine"], payload["estimators_s"], payload["protocols"]
+    info, est, by_threads = payload["machine"], payload["estimators_s"], payload["protocols_by_torch_threads"]
+    threads = list(by_threads)
     lines = [
         f"# Analysis toolkit timings (CPU, {payload['encoder']} encoder, randomly initialised)",
         "",
@@ -138,24 +148,34 @@ def markdown(payload: dict) -> str:
         "|---|---|",
         *[f"| {k} | {v:.2f} |" for k, v in est.items()],
         "",
-        "| protocol | size | seconds | untrained-encoder figure (sanity only) |",
-        "|---|---|---|---|",
-        f"| Table 1 decoupling | {prot['table1_decoupling']['n_codes']} codes "
-        f"({payload['n_images']} photos x {TABLE1['crops_per_image']} crops x {len(TABLE1['levels'])} levels) "
-        f"| {prot['table1_decoupling']['seconds']:.1f} | probes: scene "
-        f"{100 * prot['table1_decoupling']['untrained_probe_content']:.1f} %, noise "
-        f"{100 * prot['table1_decoupling']['untrained_probe_degradation']:.1f} % |",
+        "| protocol | size | "
+        + " | ".join(f"seconds, {t} torch thread{'s' if int(t) > 1 else ''}" for t in threads)
+        + " | untrained-encoder figure (sanity only) |",
+        "|---|---|" + "---|" * len(threads) + "---|",
     ]
+    first = by_threads[threads[0]]
+    t1 = first["table1_decoupling"]
+    lines.append(
+        f"| Table 1 decoupling | {t1['n_codes']} codes ({payload['n_images']} photos x "
+        f"{TABLE1['crops_per_image']} crops x {len(TABLE1['levels'])} levels) | "
+        + " | ".join(f"{by_threads[t]['table1_decoupling']['seconds']:.1f}" for t in threads)
+        + f" | probes: scene {100 * t1['untrained_probe_content']:.1f} %, noise "
+        f"{100 * t1['untrained_probe_degradation']:.1f} % |"
+    )
     for s in ("type", "blur", "noise"):
-        p = prot[f"table5_{s}"]
+        p = first[f"table5_{s}"]
         lines.append(
-            f"| Table 5 {s} | {p['n_pixels']} LR pixels | {p['seconds']:.1f} | accuracy "
-            f"{100 * p['untrained_accuracy']:.1f} % (chance {100 * p['chance']:.1f} %) |"
+            f"| Table 5 {s} | {p['n_pixels']} LR pixels | "
+            + " | ".join(f"{by_threads[t][f'table5_{s}']['seconds']:.1f}" for t in threads)
+            + f" | accuracy {100 * p['untrained_accuracy']:.1f} % (chance {100 * p['chance']:.1f} %) |"
         )
     lines += [
         "",
-        f"Machine: {info['cpu_model']}, {info['cpu_cores']} cores ({info['torch_threads']} torch threads; the "
-        f"small fits run on one thread, see `savl.analysis._arrays.one_thread`), 1-min load average "
+        "The protocols run the encoder with the caller's torch thread count; on this shared machine one "
+        "thread is much faster than two (spinning threads compete with other jobs), so compare the columns.",
+        "",
+        f"Machine: {info['cpu_model']}, {info['cpu_cores']} cores (the estimators' small fits always run on "
+        f"one thread, see `savl.analysis._arrays.one_thread`), 1-min load average "
         f"{info['load_average_1min_at_start']:.1f} at start and {info['load_average_1min_at_end']:.1f} at end "
         f"(shared machine); torch {info['torch']}; commit {info['git_commit'][:10]}; `{info['command']}`.",
         "",
@@ -167,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", choices=("book", "smoke"), default="book")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads for the protocols")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     info = machine()
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = AmortizedEncoder(EncoderConfig.profile(args.encoder))
     images = sample_images()
     est = bench_estimators(args.seed)
-    prot = bench_protocols(encoder, images, args.seed)
+    prot = {str(t): bench_protocols(encoder, images, args.seed, t) for t in args.threads}
     info["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     payload = {
         "benchmark": "analysis_estimators_and_protocols",
@@ -184,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "table5_settings": TABLE5,
         "machine": info,
         "estimators_s": est,
-        "protocols": prot,
+        "protocols_by_torch_threads": prot,
     }
     _atomic_write(args.out / "analysis_cpu.json", json.dumps(payload, indent=2) + "\n")
     _atomic_write(args.out / "analysis_cpu.md", markdown(payload))

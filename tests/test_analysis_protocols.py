@@ -32,6 +32,15 @@ def textured(h, w, seed):
     return (0.2 + 0.6 * base[0]).clamp(0, 1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Tiny convolutions: on the shared 2-core machine two intra-op threads made these tests 30x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def smoke_encoder():
     torch.manual_seed(0)
@@ -189,6 +198,18 @@ def test_swap_carries_the_degradation():
     r = P.swap(NoiseSwapModel(), content, source_lr)
     assert r["swapped"].shape == (3, 16, 16) and r["clean_lr"].shape == (3, 16, 16)
     assert r["code_distance_to_degradation"] < 0.3 * r["code_distance_to_clean"]
+
+
+def test_swap_with_the_smoke_savl_model():
+    from savl.models.savl import SAVL
+
+    torch.manual_seed(0)
+    model = SAVL.build("smoke")
+    model.train()
+    r = P.swap(model, textured(32, 32, 11), torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0)))
+    assert r["swapped"].shape == (3, 8, 8)
+    assert np.isfinite(r["code_distance_to_degradation"]) and np.isfinite(r["code_distance_to_clean"])
+    assert model.training  # restored after the protocol
 
 
 def test_mean_dimension_sweep_finds_the_factor_dimension(smoke_encoder):

@@ -1,5 +1,6 @@
 """Representation analysis: dependence estimators, probes, embeddings and the paper's protocols."""
 
+from savl.analysis._arrays import one_hot
 from savl.analysis.club import club
 from savl.analysis.embed import embed, knn_purity
 from savl.analysis.hsic import HSICTest, hsic, hsic_test
@@ -31,6 +32,7 @@ __all__ = [
     "matched_accuracy",
     "mean_dimension_sweep",
     "mine",
+    "one_hot",
     "ood_embedding",
     "severity_across_levels",
     "spatial_clustering",

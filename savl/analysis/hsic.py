@@ -59,7 +59,7 @@ def _grams(x, y) -> tuple[np.ndarray, np.ndarray]:
 def hsic(x, y) -> float:
     """Biased HSIC ``tr(K H L H) / m^2`` between paired samples ``x`` (n, dx) and ``y`` (n, dy).
 
-    Labels should be passed one-hot (``savl.analysis._arrays.one_hot``) so that the Gaussian kernel
+    Labels should be passed one-hot (``savl.analysis.one_hot``) so that the Gaussian kernel
     sees only "same" or "different".
     """
     k, l = _grams(x, y)
