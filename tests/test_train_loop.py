@@ -77,7 +77,18 @@ def test_metrics_keys_and_beta_schedule(chain):
     cfg = runs["joint"].config
     m = runs["joint"].metrics
     for r in m:
-        assert {"step", "lr", "loss", "rec", "kl", "beta", "sr_l1", "savl_loss", "images_per_s"} <= set(r)
+        assert {
+            "step",
+            "lr",
+            "loss",
+            "rec",
+            "kl",
+            "beta",
+            "sr_l1",
+            "savl_loss",
+            "images_per_s",
+            "cpu_s_per_step",
+        } <= set(r)
         # Eq. 29-30 at update t (0-based step = r["step"] - 1)
         expected = cfg.losses.beta_final * min(1.0, (r["step"] - 1) / cfg.losses.anneal_steps)
         assert r["beta"] == pytest.approx(expected, rel=1e-6)
@@ -199,3 +210,45 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
     run = train(load_config(SMOKE / "stage1.yaml", over[:2]), resume=True)
     assert run.path == run_dir and run.finished
     assert [r["step"] for r in run.metrics] == [1, 2, 3, 4, 5, 6] and run.metrics[:4] == logged
+
+
+def _photo_folder(root: Path, names: list[str]) -> list:
+    from savl.data import sample_images
+    from savl.io import write_image
+
+    root.mkdir(parents=True)
+    photos = sample_images(names)
+    for name, img in photos:
+        write_image(root / f"{name}.png", img[:, :64, :64].contiguous())
+    return photos
+
+
+def test_hr_folder_and_paired_sources(tmp_path):
+    """Training reads a folder of HR photos (degraded on the fly) and a paired LR/HR folder (used as is)."""
+    from savl.imresize import imresize
+    from savl.io import write_image
+
+    photos = _photo_folder(tmp_path / "hr_only", ["astronaut", "coffee"])
+    common = [f"output={tmp_path / 'runs'}", "schedule.iterations=2", "progress=none", "checkpoint_every=2"]
+    run = train(load_config(SMOKE / "stage1.yaml", [*common, "data.source=hr_folder", f"data.root={tmp_path}/hr_only"]))
+    assert [r["step"] for r in run.metrics] == [1, 2]
+
+    paired = tmp_path / "paired"
+    (paired / "hr").mkdir(parents=True)
+    (paired / "lr").mkdir()
+    for name, img in photos:
+        hr = img[:, :64, :64].contiguous()
+        write_image(paired / "hr" / f"{name}.png", hr)
+        write_image(paired / "lr" / f"{name}.png", imresize(hr, scale=0.25).clamp(0, 1))
+    over = [*common, "data.source=paired", f"data.root={paired}", "val_every=null", "init_from=null"]
+    run = train(load_config(SMOKE / "stage2.yaml", over))
+    assert [r["step"] for r in run.metrics] == [1, 2] and np.isfinite(run.metrics[-1]["sr_l1"])
+
+
+def test_bf16_autocast_and_deterministic_mode(tmp_path):
+    over = [f"output={tmp_path}", "schedule.iterations=2", "precision=bf16", "deterministic=true", "progress=none"]
+    over += ["data.names=[astronaut]"]
+    run = train(load_config(SMOKE / "stage1.yaml", over))
+    assert all(np.isfinite(r["loss"]) for r in run.metrics)
+    assert run.load_srnet().sr.conv_first.weight.dtype == torch.float32  # autocast keeps fp32 master weights
+    torch.use_deterministic_algorithms(False)

@@ -41,9 +41,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 4,
         "gt_size": 128,
         "val_size": 128,
-        "iterations": {"representation": 200, "joint": 150, "frozen_l1": 100, "gan": 60},
+        # measured (benchmarks/results/train_step_cpu.md): the book SR net costs ~5 CPU-s per batch of 4
+        "iterations": {"representation": 100, "joint": 40, "frozen_l1": 40, "gan": 20},
         "halve_every": 1_000_000,
-        "anneal_steps": 100,
+        "anneal_steps": 50,
         "pool_size": 0,
         "val_count": 2,
     },

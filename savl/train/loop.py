@@ -287,7 +287,7 @@ class _Trainer:
         cfg, info = self.cfg, self.info
         lo = cfg.losses
         images_per_step = cfg.batch
-        t0, n_steps = time.perf_counter(), 0
+        t0, c0, n_steps = time.perf_counter(), time.process_time(), 0
         for step in range(start, total):
             it = step + 1
             lr_now = cfg.lr_at(step)
@@ -332,7 +332,9 @@ class _Trainer:
                 record.update({k: float(v.detach().float()) for k, v in terms.items()})
                 record["images_per_s"] = n_steps * images_per_step / max(elapsed, 1e-9)
                 record["s_per_step"] = elapsed / max(n_steps, 1)
-                t0, n_steps = time.perf_counter(), 0
+                # process CPU seconds (all threads) per step: comparable across loaded and idle machines
+                record["cpu_s_per_step"] = (time.process_time() - c0) / max(n_steps, 1)
+                t0, c0, n_steps = time.perf_counter(), time.process_time(), 0
             if (cfg.val_every and it % cfg.val_every == 0) or it == total:
                 if info.main and self.valset is not None:
                     record = (record or {"step": it}) | self._validate(it, log)
