@@ -23,10 +23,10 @@ def correlated_gaussians(mi_nats, d, n, seed):
 @pytest.mark.parametrize("target", [0.5, 1.0])
 def test_within_015_nats_of_analytic_mi(target):
     x, y = correlated_gaussians(target, d=2, n=10000, seed=1)
-    res = mine(x, y, steps=1000, batch=256, seed=0)
-    # Measured (seed 0): 0.46 at 0.5 nats, 0.93 at 1.0 nats.
+    res = mine(x, y, steps=600, batch=256, seed=0)
+    # Measured: 0.49 at 0.5 nats, 0.98 at 1.0 nat (seeds 0-3: 0.48-0.49 and 0.96-0.98).
     assert abs(res.estimate - target) < 0.15
-    assert len(res.curve) == 1000
+    assert len(res.curve) == 600
     # The training curve rises from about zero towards the target.
     assert np.mean(res.curve[:20]) < np.mean(res.curve[-100:])
     assert abs(np.mean(res.curve[-100:]) - target) < 0.15
