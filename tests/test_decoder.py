@@ -10,6 +10,15 @@ from savl.models.blocks import RRDB, ChannelAttention, ResidualDenseBlock, SFTLa
 from savl.models.decoder import Decoder, DecoderConfig, frequency_split
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_blur_split_matches_scipy_and_is_exact(generator):
     hr = torch.rand(2, 3, 20, 23, generator=generator, dtype=torch.float64)
     base, cond = frequency_split(hr, 9, 9.0)

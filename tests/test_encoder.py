@@ -12,6 +12,15 @@ from savl.models.encoder import LOGVAR_MAX, LOGVAR_MIN, AmortizedEncoder, Encode
 from savl.models.io import load_model, save_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_samples_have_posterior_mean_and_variance(generator):
     mu = torch.tensor([0.5, -2.0, 1.0]).view(1, 3, 1, 1).expand(50_000, 3, 2, 2).contiguous()
     logvar = torch.tensor([-1.0, 0.0, 1.5]).view(1, 3, 1, 1).expand_as(mu).contiguous()

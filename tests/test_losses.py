@@ -22,6 +22,15 @@ from savl.losses import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_kl_matches_torch_distributions(generator):
     mu = torch.randn(3, 4, 5, 6, generator=generator, dtype=torch.float64)
     logvar = torch.randn(3, 4, 5, 6, generator=generator, dtype=torch.float64)
