@@ -41,8 +41,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 4,
         "gt_size": 128,
         "val_size": 128,
-        # measured (benchmarks/results/train_step_cpu.md): the book SR net costs ~5 CPU-s per batch of 4
-        "iterations": {"representation": 100, "joint": 40, "frozen_l1": 40, "gan": 20},
+        # benchmarks/results/train_step_cpu.md: 2.2 / 10.7 / 3.4 / 7.8 CPU-s per step (batch 4, LR 32), i.e.
+        # about 1 / 5 / 2 / 4 s on two idle cores: each stage stays within a chapter's ~3 minutes.
+        "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15},
         "halve_every": 1_000_000,
         "anneal_steps": 50,
         "pool_size": 0,
