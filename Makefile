@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv test lint book smoke clean-book clean bench
+.PHONY: venv test lint book browser-test reproduce clean-book clean bench
 
 venv: $(STAMP)
 
@@ -30,11 +30,20 @@ book: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
+# The rendered book as a reader sees it, in headless Chromium (needs `make book` first and Debian's chromium).
+browser-test: $(STAMP)
+	SAVL_BROWSER_TEST=1 $(BIN)/python -m pytest -q tests/book_browser
+
+# The paper-profile chapters in order, headless, on a GPU (book/11_at_scale).
+reproduce: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/reproduce.sh --profile paper --device cuda --out runs/paper
+
 clean-book:
 	rm -rf book/_build _build
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/degrade.py
+	$(BIN)/python benchmarks/srnet.py
 
 clean: clean-book
 	rm -rf $(VENV)
