@@ -125,3 +125,17 @@ def test_init_from_identity_follows_previous_config(tmp_path):
     h = config_hash(load_config(tmp_path / "s2.yaml"))
     (tmp_path / "s1.yaml").write_text("profile: smoke\nstage: joint\nseed: 9\n")
     assert config_hash(load_config(tmp_path / "s2.yaml")) != h
+
+
+def test_previous_stage_inherits_device_precision_and_threads():
+    from savl.train.config import init_config, load_config
+
+    from pathlib import Path
+
+    cfg = load_config(
+        Path(__file__).resolve().parents[1] / "configs/smoke/stage2.yaml",
+        ["device=cuda", "precision=bf16", "threads=1", "profile=book"],
+    )
+    prev = init_config(cfg)
+    assert prev is not None
+    assert (prev.device, prev.precision, prev.threads, prev.profile) == ("cuda", "bf16", 1, "book")

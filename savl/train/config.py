@@ -330,13 +330,21 @@ _HASH_EXCLUDED = {
 
 
 def init_config(cfg: TrainConfig) -> TrainConfig | None:
-    """The previous stage's config when `init_from` names a YAML file; it inherits our profile (so
-    `--set profile=paper` moves the whole chain) and our output root."""
+    """The previous stage's config when `init_from` names a YAML file; it inherits our profile, device,
+    precision, thread count and output root (so `--set profile=paper --set device=cuda` moves the whole chain)."""
     if not cfg.init_from:
         return None
     p = Path(cfg.init_from)
     if p.suffix in (".yaml", ".yml"):
-        return load_config(p, [f"profile={cfg.profile}", f"output={cfg.output}"])
+        inherited = [
+            f"profile={cfg.profile}",
+            f"output={cfg.output}",
+            f"device={cfg.device}",
+            f"precision={cfg.precision}",
+        ]
+        if cfg.threads is not None:
+            inherited.append(f"threads={cfg.threads}")
+        return load_config(p, inherited)
     return None
 
 
