@@ -128,9 +128,9 @@ def test_init_from_identity_follows_previous_config(tmp_path):
 
 
 def test_previous_stage_inherits_device_precision_and_threads():
-    from savl.train.config import init_config, load_config
-
     from pathlib import Path
+
+    from savl.train.config import init_config, load_config
 
     cfg = load_config(
         Path(__file__).resolve().parents[1] / "configs/smoke/stage2.yaml",
