@@ -1,6 +1,8 @@
 """savl.data.datasets: crops checked by brute-force search with numpy, pairs against the files written,
 frozen sets against a fresh draw and a replay, and tampering detected by hash."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -290,10 +292,10 @@ def test_frozen_set_detects_tampering(tmp_path):
 
 
 def test_frozen_set_with_the_real_esrgan_pipeline_replays_exactly(tmp_path):
-    realesrgan = pytest.importorskip("savl.degrade.realesrgan")
     from savl.data import sample_images
+    from savl.degrade.realesrgan import RealESRGANDegradation
 
-    deg = realesrgan.RealESRGANDegradation()
+    deg = RealESRGANDegradation()
     imgs = [(n, x[:, 100:164, 100:196]) for n, x in sample_images(["chelsea"])]
     fv = FrozenValidationSet.build(imgs, deg, seed=0, path=tmp_path / "v")
     again = FrozenValidationSet.build(imgs, deg, seed=0, path=tmp_path / "w")
@@ -303,11 +305,10 @@ def test_frozen_set_with_the_real_esrgan_pipeline_replays_exactly(tmp_path):
         assert item["lr"].shape == (3, 16, 24)
         replay = deg.apply(item["hr"][None], fv.params[i])[0].clamp(0, 1)
         assert float((replay - item["lr"]).abs().max()) < 0.5 / 255  # the stored 8-bit LR, replayed
-    json_params = __import__("json").loads((tmp_path / "v" / "params.json").read_text())
+    json_params = json.loads((tmp_path / "v" / "params.json").read_text())
     assert json_params["images"][0]["params"] == fv.params[0]
 
 
 def test_frozen_set_from_a_protocol_name(tmp_path):
-    pytest.importorskip("savl.degrade.protocols")
     fv = FrozenValidationSet.build(_images()[:1], "bicubic", seed=0, path=tmp_path / "b")
     assert fv.meta["degradation"] == "bicubic" and fv[0]["lr"].shape == (3, 4, 5)
