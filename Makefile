@@ -27,7 +27,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 book: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter-book build --all -W -n --keep-going .
+	@# A headless MPLBACKEND (e.g. Agg) would reach the kernels and leave every figure out of the book.
+	env -u MPLBACKEND PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
 # The rendered book as a reader sees it, in headless Chromium (needs `make book` first and Debian's chromium).
