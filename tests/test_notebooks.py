@@ -155,7 +155,9 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / path.name
     env_backup = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"  # the kernel inherits this: figures render headless
+    # The kernel inherits the environment: without MPLBACKEND it uses the inline backend, so figures become
+    # image outputs, as in the book build (a headless backend such as Agg would silently drop them).
+    os.environ.pop("MPLBACKEND", None)
     try:
         executed = papermill.execute_notebook(
             str(path),
@@ -176,6 +178,12 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path):
     assert injected and "smoke" in injected[0].source
     errors = [o for c in _code_cells(executed) for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
+    # A cell that carries a figure label (metadata mystnb.figure.name) must produce an image, or {numref} breaks.
+    for cell in _code_cells(executed):
+        name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name")
+        if name:
+            images = [o for o in cell.outputs if any(k.startswith("image/") for k in o.get("data", {}))]
+            assert images, f"{path.name}: the cell labelled {name!r} produced no image"
     # Every {glue:text}`key` in the prose was glued; a key quoted with a number format holds a plain number
     # (a numpy scalar's repr or a str would render badly or fail the book build).
     glued: dict[str, str] = {}
