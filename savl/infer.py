@@ -14,6 +14,7 @@ import warnings
 import torch
 from torch import nn
 
+from savl.errors import SavlError
 from savl.imresize import imresize
 
 
@@ -151,12 +152,12 @@ def severity_map(model: nn.Module, image: torch.Tensor, device: str | torch.devi
     x = image[:3].detach().float()[None].to(device)
     if hasattr(model, "encode"):
         posterior = model.encode(x)
-    elif getattr(model, "encoder", None) is not None:
-        posterior = model.encoder(x)
+    elif hasattr(model, "encoder"):  # an SR network: its encoder, or None for plain HAT
+        posterior = model.encoder(x) if model.encoder is not None else None
     else:
         posterior = model(x)
     if not hasattr(posterior, "severity"):
-        raise ValueError(f"{type(model).__name__}: has no encoder that returns a posterior")
+        raise SavlError(f"{type(model).__name__}: has no encoder, so no severity map (plain HAT has none)")
     sev = posterior.severity()[0, 0].float().cpu()
     lo, hi = sev.min(), sev.max()
     norm = (sev - lo) / (hi - lo) if hi > lo else torch.zeros_like(sev)

@@ -164,3 +164,14 @@ def test_severity_writes_map_and_raw_values(tmp_path, photo):
     assert raw.shape == lr.shape[-2:] and read_image(out).shape == lr.shape
     expected = encoder.eval()(lr[None]).severity()[0, 0].detach().numpy()
     np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_severity_of_a_model_without_encoder_is_one_line(tmp_path, photo, capsys):
+    from savl.models.io import save_model
+    from savl.models.srnet import DARHAGNet, SRNetConfig
+
+    plain = SRNetConfig.smoke().replace(channel_guidance=False, spatial_guidance=False)
+    model = save_model(DARHAGNet(plain), tmp_path / "hat.safetensors")
+    assert main(["severity", str(photo), str(tmp_path / "s.png"), "--model", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("savl: error:") and "no encoder" in err and "\n" not in err
