@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from savl.analysis import (
 )
 from savl.data import sample_images
 from savl.models.encoder import AmortizedEncoder, EncoderConfig
+from savl.provenance import atomic_write_text, cpu_model, git_commit
 
 # Book-size settings: every embedded photo, 8 crops x 4 noise levels for Table 1 (384 codes);
 # 256-px centre crops cut into 64-px patches for Table 5 (16 patches, 4096 LR pixels per photo).
@@ -50,27 +49,14 @@ def timed(fn):
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        commit = out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return {
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "git_commit": commit,
+        "git_commit": git_commit(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
 
@@ -124,18 +110,6 @@ def _bench_protocols(encoder, images, seed: int) -> dict:
             "chance": r["chance"],
         }
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def markdown(payload: dict) -> str:
@@ -207,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         "estimators_s": est,
         "protocols_by_torch_threads": prot,
     }
-    _atomic_write(args.out / "analysis_cpu.json", json.dumps(payload, indent=2) + "\n")
-    _atomic_write(args.out / "analysis_cpu.md", markdown(payload))
+    atomic_write_text(args.out / "analysis_cpu.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(args.out / "analysis_cpu.md", markdown(payload))
     print(markdown(payload))
     return 0
 

@@ -15,15 +15,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from savl.degrade.realesrgan import RealESRGANDegradation
+from savl.provenance import atomic_write_text, cpu_model, git_commit
 
 
 def gt_batch(batch: int, size: int, seed: int) -> torch.Tensor:
@@ -55,26 +54,14 @@ def time_once(fn, device: torch.device) -> float:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     info = {
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "git_commit": commit,
+        "git_commit": git_commit(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     if torch.cuda.is_available():
@@ -151,18 +138,6 @@ def op_breakdown(device: torch.device, batch: int, size: int, seed: int) -> dict
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def markdown(res: dict, info: dict) -> str:
     return "\n".join(
         [
@@ -227,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(os, "getloadavg"):
             info["load_average_1min_at_end"] = os.getloadavg()[0]
         payload = {"benchmark": "realesrgan_degradation_batched_vs_loop", "machine": info, "result": res}
-        _atomic_write(args.out / f"degrade_{dev.type}{args.tag}.json", json.dumps(payload, indent=2) + "\n")
-        _atomic_write(args.out / f"degrade_{dev.type}{args.tag}.md", markdown(res, info))
+        atomic_write_text(args.out / f"degrade_{dev.type}{args.tag}.json", json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(args.out / f"degrade_{dev.type}{args.tag}.md", markdown(res, info))
         print(
             f"{dev}: batched {res['batched_s_median']:.3f} s, loop {res['loop_s_median']:.3f} s, "
             f"speed-up {res['speedup_loop_over_batched']:.2f}x"

@@ -17,15 +17,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from savl.models.savl import SAVL
+from savl.provenance import atomic_write_text, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,22 +89,8 @@ def machine() -> dict:
     return info
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -128,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "savl_model",
         "what": "SAVL training step (forward: encode, sample, decode, L1 + beta*KL; backward), LR 64x64, HR 256x256",
         "command": " ".join([Path(sys.executable).name, "benchmarks/savl_model.py", *(argv or sys.argv[1:])]),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(ROOT),
         "machine": machine(),
         "parameters": params,
         "timings": [],

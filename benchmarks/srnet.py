@@ -29,26 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from savl.models.srnet import DARHAGNet, SRNetConfig  # noqa: E402
+from savl.provenance import atomic_write_text, cpu_model, git_commit  # noqa: E402
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        info["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["commit"] = "unknown"
+    info["commit"] = git_commit(ROOT, short=10)
     return info
 
 
@@ -213,9 +206,7 @@ def main() -> None:
     sides = [int(s) for s in args.sr_sides.split(",")]
     results["sr_memory"] = bench_sr_memory(args.sr_profile, sides, args.tile)
     out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from savl.models.hat import HAT
 from savl.models.srnet import DARHAGNet, SRNetConfig
+from savl.provenance import atomic_write_text, git_commit
 
 RESULTS = Path(__file__).parent / "results"
 SIZES = (64, 128)
@@ -82,22 +81,6 @@ def meta_matches_real() -> dict[str, float]:
     if a != b:
         raise SystemExit(f"meta FLOP count {b} differs from the real count {a}")
     return {"smoke_32x32_real": a, "smoke_32x32_meta": b}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def markdown(record: dict) -> str:
@@ -164,8 +147,8 @@ def main() -> None:
             "flops": {str(s): count_flops(model, s, "meta") for s in SIZES},
         }
     record["seconds"] = round(time.time() - start, 1)
-    atomic_write(RESULTS / "srnet_size.json", json.dumps(record, indent=2) + "\n")
-    atomic_write(RESULTS / "srnet_size.md", markdown(record))
+    atomic_write_text(RESULTS / "srnet_size.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(RESULTS / "srnet_size.md", markdown(record))
     print(markdown(record))
 
 

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from savl.provenance import atomic_write_text, cpu_model, git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"representation": "representation", "joint": "stage1", "frozen_l1": "stage2", "gan": "stage3"}
 PAPER_ITERATIONS = {"joint": 200_000, "frozen_l1": 800_000, "gan": 600_000}  # §5.1
@@ -121,34 +123,21 @@ def train_flops_per_image(profile: str, lr_patch: int) -> dict:
 def _machine(device: str) -> dict:
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
+    if cpu == "unknown":
+        cpu = platform.processor() or "unknown"
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__}
     # other processes share small machines: the load tells how far wall times are inflated
     info["load_average_1_5_15"] = list(os.getloadavg())
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        info["commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["commit"] = None
+    commit = git_commit(ROOT)
+    info["commit"] = None if commit == "unknown" else commit
     return info
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _projection(flops: dict, measured: dict | None, gpu: str | None, precision: str) -> dict:

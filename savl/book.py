@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import random
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 import savl
+from savl import provenance
 from savl.errors import ConfigError
 
 #: The run profiles of DESIGN §3, cheapest first.
@@ -77,23 +77,7 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
 def git_commit(path: str | os.PathLike[str] | None = None) -> str:
     """The commit checked out at ``path`` (default: this package's repository), ``+dirty`` when tracked
     files differ from it, or ``"unknown"`` outside a git checkout or without git."""
-    cwd = Path(path) if path is not None else _REPO_ROOT
-
-    def _git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-
-    try:
-        commit = _git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if not commit:
-        return "unknown"
-    try:
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        dirty = False
-    return commit + ("+dirty" if dirty else "")
+    return provenance.git_commit(path if path is not None else _REPO_ROOT, dirty=True)
 
 
 def seed_everything(seed: int) -> None:

@@ -16,9 +16,7 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from savl.errors import ConfigError, DataError, SavlError
+from savl.provenance import atomic_write_text, cpu_model, git_commit, git_dirty
 
 if TYPE_CHECKING:
     import torch
@@ -168,45 +167,24 @@ class EvalResult:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 # ----------------------------------------------------------------------------------------- provenance
 def _git_commit() -> tuple[str, bool | None]:
     """(commit, dirty) of the checkout holding this package; ("unknown", None) outside git."""
     where = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    commit = git_commit(where)
+    dirty = git_dirty(where) if commit != "unknown" else None
+    if dirty is None:
         return "unknown", None
-    return commit or "unknown", bool(status.strip())
+    return commit, dirty
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    cpu = cpu_model()
+    if cpu != "unknown":
+        return cpu
     return platform.processor() or platform.machine() or "unknown"
 
 

@@ -7,10 +7,8 @@ steps elsewhere (notebooks executed by papermill, CI logs), so logs stay readabl
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,26 +16,20 @@ from pathlib import Path
 import torch
 
 from savl import __version__
+from savl.provenance import atomic_write_text, git_dirty
+from savl.provenance import git_commit as provenance_commit
 
 
 def atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.tmp")
-    part.write_text(text)
-    os.replace(part, path)
+    atomic_write_text(path, text)
 
 
 def git_commit() -> dict:
     root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        cmd = ["git", "status", "--porcelain", "--untracked-files=no"]
-        dirty = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
-        return {"commit": sha, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
+    sha = provenance_commit(root)
+    if sha == "unknown":
         return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": git_dirty(root)}
 
 
 def environment(device: torch.device, world: int) -> dict:
