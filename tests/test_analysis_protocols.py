@@ -32,13 +32,7 @@ def textured(h, w, seed):
     return (0.2 + 0.6 * base[0]).clamp(0, 1)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny convolutions: on the shared 2-core machine two intra-op threads made these tests 30x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

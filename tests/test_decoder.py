@@ -9,14 +9,7 @@ from savl.errors import ConfigError, ImageError
 from savl.models.blocks import RRDB, ChannelAttention, ResidualDenseBlock, SFTLayer
 from savl.models.decoder import Decoder, DecoderConfig, frequency_split
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_blur_split_matches_scipy_and_is_exact(generator):

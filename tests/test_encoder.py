@@ -11,14 +11,7 @@ from savl.models.blocks import MAConv, detached_norm_statistics, norm_groups
 from savl.models.encoder import LOGVAR_MAX, LOGVAR_MIN, AmortizedEncoder, EncoderConfig, Posterior
 from savl.models.io import load_model, save_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_samples_have_posterior_mean_and_variance(generator):

@@ -21,14 +21,7 @@ from savl.losses import (
     reconstruction,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_kl_matches_torch_distributions(generator):

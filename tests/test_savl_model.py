@@ -12,14 +12,7 @@ from savl.models.encoder import AmortizedEncoder, EncoderConfig
 from savl.models.io import load_model, save_model
 from savl.models.savl import SAVL, SAVLConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: extra intra-op threads only add synchronisation (very slow on busy 2-core hosts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _smooth_hr(generator, size=48, batch=1):
