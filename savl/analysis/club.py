@@ -7,12 +7,11 @@ q(y | x) by maximum likelihood, then reading the bound on held-out pairs (20 %, 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from savl.analysis._arrays import as_matrix, check_pair, one_thread
-from savl.analysis.mine import split_indices, standardise
-from savl.errors import ConfigError, DataError
+from savl.analysis._arrays import one_thread
+from savl.analysis.mine import prepare_pair
+from savl.errors import ConfigError
 
 
 def club(
@@ -40,17 +39,7 @@ def _club(x, y, steps, batch, lr, hidden, seed, holdout, device) -> float:
 
     if steps < 1 or batch < 2 or not 0 < holdout < 1:
         raise ConfigError(f"club: bad settings steps={steps}, batch={batch}, holdout={holdout}")
-    if device is None:
-        device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
-    a, b = as_matrix(x, "x"), as_matrix(y, "y")
-    check_pair(a, b)
-    if a.shape[0] < 8:
-        raise DataError(f"club: need at least 8 samples, got {a.shape[0]}")
-    rng = np.random.default_rng(seed)
-    tr, ho = split_indices(a.shape[0], holdout, rng)
-    xa = torch.as_tensor(standardise(a), dtype=torch.float32, device=device)
-    ya = torch.as_tensor(standardise(b), dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    xa, ya, tr, ho, gen, device = prepare_pair(x, y, "club", holdout, seed, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         q = CLUB(xa.shape[1], ya.shape[1], hidden=hidden).to(device)

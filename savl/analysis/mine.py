@@ -61,6 +61,21 @@ def split_indices(n: int, holdout: float, rng: np.random.Generator) -> tuple[np.
     return perm[n_hold:], perm[:n_hold]
 
 
+def prepare_pair(x, y, who: str, holdout: float, seed: int, device):
+    """What MINE and CLUB both start from: standardised float32 tensors on `device`, a seeded train/held-out
+    split of the rows (numpy index arrays), and a seeded torch generator for batches and shuffles."""
+    if device is None:
+        device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    a, b = as_matrix(x, "x"), as_matrix(y, "y")
+    check_pair(a, b)
+    if a.shape[0] < 8:
+        raise DataError(f"{who}: need at least 8 samples, got {a.shape[0]}")
+    tr, ho = split_indices(a.shape[0], holdout, np.random.default_rng(seed))
+    xa = torch.as_tensor(standardise(a), dtype=torch.float32, device=device)
+    ya = torch.as_tensor(standardise(b), dtype=torch.float32, device=device)
+    return xa, ya, tr, ho, torch.Generator(device=device).manual_seed(seed), device
+
+
 def mine(
     x,
     y,
@@ -86,17 +101,7 @@ def mine(
 def _mine(x, y, steps, batch, lr, hidden, seed, holdout, ema_rate, eval_shuffles, device) -> MineResult:
     if steps < 1 or batch < 2 or not 0 < holdout < 1 or not 0 < ema_rate <= 1:
         raise ConfigError(f"mine: bad settings steps={steps}, batch={batch}, holdout={holdout}, ema_rate={ema_rate}")
-    if device is None:
-        device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
-    a, b = as_matrix(x, "x"), as_matrix(y, "y")
-    check_pair(a, b)
-    if a.shape[0] < 8:
-        raise DataError(f"mine: need at least 8 samples, got {a.shape[0]}")
-    rng = np.random.default_rng(seed)
-    tr, ho = split_indices(a.shape[0], holdout, rng)
-    xa = torch.as_tensor(standardise(a), dtype=torch.float32, device=device)
-    ya = torch.as_tensor(standardise(b), dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    xa, ya, tr, ho, gen, device = prepare_pair(x, y, "mine", holdout, seed, device)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the network's initialisation only
