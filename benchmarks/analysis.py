@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from savl.analysis import (
 )
 from savl.data import sample_images
 from savl.models.encoder import AmortizedEncoder, EncoderConfig
-from savl.provenance import atomic_write_text, cpu_model, git_commit
+from savl.provenance import atomic_write_text, machine_info
 
 # Book-size settings: every embedded photo, 8 crops x 4 noise levels for Table 1 (384 codes);
 # 256-px centre crops cut into 64-px patches for Table 5 (16 patches, 4096 LR pixels per photo).
@@ -46,19 +44,6 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
-
-
-def machine() -> dict:
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "git_commit": git_commit(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
 
 
 def bench_estimators(seed: int) -> dict:
@@ -164,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads for the protocols")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
-    info = machine()
+    info = machine_info()
     torch.manual_seed(args.seed)
     encoder = AmortizedEncoder(EncoderConfig.profile(args.encoder))
     images = sample_images()

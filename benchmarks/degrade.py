@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from savl.degrade.realesrgan import RealESRGANDegradation
-from savl.provenance import atomic_write_text, cpu_model, git_commit
+from savl.provenance import atomic_write_text, machine_info
 
 
 def gt_batch(batch: int, size: int, seed: int) -> torch.Tensor:
@@ -51,22 +49,6 @@ def time_once(fn, device: torch.device) -> float:
     fn()
     _sync(device)
     return time.perf_counter() - t0
-
-
-def machine() -> dict:
-    info = {
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "git_commit": git_commit(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def bench(device: torch.device, batch: int, size: int, repeats: int, seed: int) -> dict:
@@ -195,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         devices.append(torch.device("cuda"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine()
+    info = machine_info()
     for dev in devices:
         res = bench(dev, args.batch, args.size, args.repeats, args.seed)
         res["ops_on_the_gt_batch"] = op_breakdown(dev, args.batch, args.size, args.seed)

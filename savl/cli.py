@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from savl import __version__
@@ -17,17 +15,9 @@ from savl.errors import SavlError
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    """Write JSON via a temporary file in the same folder, then rename (nothing half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from savl.provenance import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -176,25 +166,26 @@ def cmd_sr(args) -> int:
     return 0
 
 
-def cmd_severity(args) -> int:
+def _save_npy(path: str, values) -> None:
     import numpy as np
+
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare temporary name
+        np.save(f, values)
+
+
+def cmd_severity(args) -> int:
 
     from savl.infer import severity_map
     from savl.io import read_image, write_image
+    from savl.provenance import atomic_write
 
     model = _load_model(args.model, args.device)
     for src, dst in _inputs(Path(args.input), Path(args.output)):
         sev, colour = severity_map(model, read_image(src), device=args.device)
         write_image(dst, colour)
         raw = dst.with_suffix(".npy")
-        fd, tmp = tempfile.mkstemp(dir=raw.parent, prefix=f".{raw.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, sev.numpy())
-            os.replace(tmp, raw)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        values = sev.numpy()
+        atomic_write(raw, lambda tmp: _save_npy(tmp, values))  # noqa: B023 (used at once, in this iteration)
         print(f"{src} -> {dst} (+ {raw.name}; severity {sev.min():.3f} .. {sev.max():.3f})")
     return 0
 

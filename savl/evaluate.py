@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from savl.errors import ConfigError, DataError, SavlError
+from savl.errors import ConfigError, DataError
 from savl.provenance import atomic_write_text, cpu_model, git_commit, git_dirty
 
 if TYPE_CHECKING:
@@ -663,21 +663,3 @@ def _device(name: str) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: MPS is not available on this machine")
     return dev
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m savl.evaluate ...`) until `savl eval` is wired into savl/cli.py."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="savl")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SavlError as err:
-        print(f"savl: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

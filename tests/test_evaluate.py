@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from savl.cli import main as cli_main
 from savl.errors import ConfigError, DataError, ModelFileError
 from savl.evaluate import (
     BicubicUpsampler,
     EvalProtocol,
     EvalResult,
-    _main,
     evaluate,
     format_table,
     open_eval_data,
@@ -302,7 +302,7 @@ def test_cli_eval_paired_with_json(tiny_registered, paired_folder, tmp_path, cap
 
     weights = save_model(_tiny_model(), tmp_path / "tiny.safetensors")
     out = tmp_path / "results.json"
-    rc = _main(
+    rc = cli_main(
         ["eval", "--model", str(weights), "--data", str(paired_folder), "--lpips", "none", "--out", str(out)]
         + ["--tile", "8", "--overlap", "2", "--save-images", str(tmp_path / "imgs")]
     )
@@ -321,16 +321,16 @@ def test_cli_eval_paired_with_json(tiny_registered, paired_folder, tmp_path, cap
 
 def test_cli_errors_are_one_line(paired_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    assert _main(["eval", "--model", "bicubic", "--data", str(paired_folder)]) == 2
+    assert cli_main(["eval", "--model", "bicubic", "--data", str(paired_folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "alexnet-owt-7be5be79.pth" in err and "--lpips none" in err
     lr_only = tmp_path / "lr"
     write_image(lr_only / "x.png", torch.rand(3, 8, 8))
-    assert _main(["eval", "--model", "bicubic", "--data", str(lr_only)]) == 2
+    assert cli_main(["eval", "--model", "bicubic", "--data", str(lr_only)]) == 2
     assert "LR-only" in capsys.readouterr().err
-    assert _main(["eval", "--model", str(tmp_path / "none.safetensors"), "--data", str(paired_folder)]) == 2
+    assert cli_main(["eval", "--model", str(tmp_path / "none.safetensors"), "--data", str(paired_folder)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert _main(["eval", "--model", "bicubic", "--data", str(paired_folder), "--tile", "big"]) == 2
+    assert cli_main(["eval", "--model", "bicubic", "--data", str(paired_folder), "--tile", "big"]) == 2
 
 
 def test_importing_evaluate_does_not_import_torch():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import nn
 
 from savl import __version__
 from savl.errors import ModelFileError
+from savl.provenance import atomic_write
 
 _ARCHITECTURES: dict[str, tuple[Callable, type]] = {}
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
@@ -50,18 +50,6 @@ def architecture_name(model: nn.Module) -> str:
     return getattr(model, "architecture", type(model).__name__)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write `path` (.safetensors) and its JSON sidecar atomically. Returns the weights path."""
     from safetensors.torch import save_file
@@ -77,8 +65,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
     }
     # safetensors refuses shared storage; contiguous clones keep the file self-contained.
     state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return path
 
 
