@@ -80,7 +80,7 @@ for name in "${CHAPTERS[@]}"; do
   fi
   cmd=("$PAPERMILL" "$ROOT/book/$name.ipynb" "$OUT/$name.ipynb"
     -p profile "$PROFILE" -p device "$DEVICE"
-    -k python3 --cwd "$ROOT/book" --log-output --request-save-on-cell-execute --no-progress-bar)
+    -k savl-book --cwd "$ROOT/book" --log-output --request-save-on-cell-execute --no-progress-bar)
   if [ "$DRY_RUN" = 1 ]; then
     printf '%q ' "${cmd[@]}"
     echo
