@@ -109,12 +109,18 @@ _MEASURE_JS = r"""
     return `${el.tagName.toLowerCase()}${cls}`
         + ` (${Math.round(el.scrollWidth)} px content in ${Math.round(el.clientWidth)} px): ${what}`;
   };
+  // MathJax keeps an invisible MathML copy of each formula for screen readers; it would count in the
+  // scroll width of the formula's box, so it is taken out of the layout while measuring
+  const hideMml = document.createElement("style");
+  hideMml.textContent = "mjx-assistive-mml { display: none !important; }";
+  document.head.appendChild(hideMml);
   const wide = [];
   const flagged = [];  // report the outermost offender only, not each of its descendants
   const slack = 4;  // px: italic overhang and sub-pixel rounding are not overflow
   if (col.scrollWidth > col.clientWidth + slack) wide.push("main column " + describe(col));
   for (const el of col.querySelectorAll("*")) {
-    if (el.closest("mjx-assistive-mml")) continue;  // MathJax's off-screen copy for screen readers
+    // inside a formula only the formula's own box counts (MathJax's stretchy glyphs clip on purpose)
+    if (el.parentElement && el.parentElement.closest("mjx-container")) continue;
     if (flagged.some(f => f.contains(el))) continue;
     const rect = el.getBoundingClientRect();
     if (rect.width === 0 && rect.height === 0) continue;  // not displayed (e.g. a collapsed block)
@@ -128,6 +134,7 @@ _MEASURE_JS = r"""
       flagged.push(el);
     }
   }
+  hideMml.remove();
   const mathSources = Array.from(document.querySelectorAll(".math"));
   return {
     title: document.title,
