@@ -116,8 +116,11 @@ def test_chapter_has_the_common_anatomy(path):
         assert re.search(rf"^{re.escape(heading)}\s*$", text, re.M), f"{path.name}: no '{heading}' section"
     # hints or solutions to the exercises, collapsed (sphinx-togglebutton's dropdown class)
     assert re.search(r"^:class: dropdown\s*$", text, re.M), f"{path.name}: exercises have no collapsed hints"
-    # the parameters cell is explained once, in the introduction, not in every chapter
-    assert "injects" not in text, f"{path.name}: repeats the papermill explanation of the introduction"
+    # the three opening cells (imports, parameters, checks) follow each other with no prose between them:
+    # the introduction explains them once
+    params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    assert nb.cells[params + 1].cell_type == "code", f"{path.name}: prose between the parameters and the checks"
+    assert nb.cells[params - 1].cell_type == "code", f"{path.name}: prose between the imports and the parameters"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
