@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the book's chapters headlessly, in book order, with papermill (DESIGN §1, §4); `make reproduce`.
+# Run the book's chapters headlessly, in book order, with papermill; `make reproduce`.
 #
 #   scripts/reproduce.sh                          # every chapter, -p profile paper -p device cuda, into runs/paper/
 #   scripts/reproduce.sh --profile smoke --device cpu --out runs/smoke 02_elbo_mi
@@ -10,7 +10,7 @@
 # chapter with a .done file is skipped when the script is started again (a long GPU session can be
 # resumed); --force runs it anyway. The first failing chapter stops the script with a message naming the
 # chapter, papermill's exit status (1: a cell raised; 138: the kernel died) and where its notebook is.
-# Chapter 11 (this machinery itself) is not part of the run.
+# The at-scale chapter (11_at_scale: this machinery itself) is not part of the run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
