@@ -93,9 +93,11 @@ _MEASURE_JS = r"""
     const i = text.indexOf(token);
     if (i >= 0) raw.push(text.slice(Math.max(0, i - 40), i + 40).replace(/\s+/g, " "));
   }
-  // a Markdown table that was not rendered leaves its separator row (| --- | --- |) in the text
+  // a Markdown table that was not rendered leaves its separator row (| --- | --- |) in the text; Sphinx's
+  // smart quotes turn "---" into an em dash (and "--" into an en dash), so those count as well
   const rawTables = [];
-  const sep = /\|[ \t]*:?-{3,}:?[ \t]*(\|[ \t]*:?-{3,}:?[ \t]*)*\|?/g;
+  const dash = "(?:-{3,}|[\u2013\u2014]-*)";
+  const sep = new RegExp(`\\|[ \\t]*:?${dash}:?[ \\t]*(\\|[ \\t]*:?${dash}:?[ \\t]*)*\\|?`, "g");
   for (const m of text.matchAll(sep)) {
     rawTables.push(text.slice(Math.max(0, m.index - 60), m.index + 40).replace(/\s+/g, " "));
   }

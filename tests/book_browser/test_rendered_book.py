@@ -79,7 +79,11 @@ def fault_reports(tmp_path_factory):
         ),
         "clean.html": '<p>Nothing to see.</p><img src="good.png">',
         # what MyST-NB leaves when it renders a text/markdown output as CommonMark (no tables)
-        "table.html": "<main><p>| a | b |\n|---|---|\n| 1 | 2 |</p><pre>| code | may |\n|---|---|</pre></main>",
+        "table.html": (
+            "<main><p>| a | b |\n|---|---|\n| 1 | 2 |</p><pre>| code | may |\n|---|---|</pre>"
+            # the same after Sphinx's smart quotes, which turn --- into an em dash
+            "<p>| c | d |\n|\u2014|\u2014:|\n| 3 | 4 |</p></main>"
+        ),
         # a code line that scrolls, an equation box that scrolls, a block that sticks out of the column
         "wide.html": (
             '<main style="width:600px">'
@@ -94,7 +98,10 @@ def fault_reports(tmp_path_factory):
         ),
     }
     for name, body in pages.items():
-        (site / name).write_text(f"<!doctype html><html><head><title>{name}</title></head><body>{body}</body></html>")
+        (site / name).write_text(
+            f'<!doctype html><html><head><meta charset="utf-8"><title>{name}</title></head><body>{body}</body></html>',
+            encoding="utf-8",
+        )
     return check_pages(site, list(pages))
 
 
@@ -126,7 +133,8 @@ def test_checker_sees_raw_tex_but_not_tex_inside_code(fault_reports):
 
 def test_checker_sees_raw_markdown_tables_but_not_tables_in_code(fault_reports):
     rep = fault_reports["table.html"]
-    assert len(rep.raw_tables) == 1 and "| a | b |" in rep.raw_tables[0], rep.raw_tables
+    assert len(rep.raw_tables) == 2, rep.raw_tables
+    assert "| a | b |" in rep.raw_tables[0] and "| c | d |" in rep.raw_tables[1], rep.raw_tables
     assert any("raw Markdown table" in p for p in rep.problems)
 
 
