@@ -359,7 +359,7 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
 def build(name: str, root: str | os.PathLike | None = None, runs: str | os.PathLike | None = None,
           device: str = "cpu") -> dict:
     """Train (or resume) the entry's run under `runs` and package it into the zoo; return the card."""
-    from savl.train.run import get_or_train
+    from savl.train import get_or_train
 
     e = entry(name, root)
     cfg = e.train_config()
