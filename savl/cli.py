@@ -1,4 +1,4 @@
-"""The `savl` command (DESIGN §2): degrade, data, sr, severity, train, eval.
+"""The `savl` command: degrade, data, sr, severity, train, eval.
 
 Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback.
 """
@@ -227,11 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="cpu")
     sv.set_defaults(func=cmd_severity)
 
-    from savl.evaluate import add_eval_parser
+    from savl.eval_command import add_eval_parser
     from savl.train.command import add_train_parser
+    from savl.zoo_command import add_models_parser
 
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_models_parser(sub)
     return p
 
 
