@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from savl.errors import ConfigError
-from savl.train.config import PROFILE_DEFAULTS, apply_override, config_hash, load_config, validate
+from savl.losses import convert_beta
+from savl.train.config import PROFILE_DEFAULTS, apply_override, config_hash, load_config, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -38,11 +39,41 @@ def test_paper_schedule_matches_section_5_1():
     assert all(c.batch == 32 and c.lr_patch == 64 and c.optimiser.betas == (0.9, 0.99) for c in (s1, s2, s3))
     assert (s1.optimiser.lr, s2.optimiser.lr, s3.optimiser.lr) == (2e-4, 2e-4, 1e-4)
     assert s3.ema == 0.999 and s3.losses.gan == 0.1 and s3.losses.perceptual_trunk == "imagenet"
-    assert s1.losses.beta_final == 5e-4 and s1.losses.anneal_steps == 50_000
+    assert s1.losses.anneal_steps == 50_000
+    # the paper's beta_final = 5e-4 is for its literal sums (Eq. 7, 13): the representation config uses them
+    # verbatim; stage 1 reduces SAVL per pixel beside the SR L1, with the converted weight
+    rep = load_config(ROOT / "configs/paper/representation.yaml")
+    assert (rep.losses.reduction, rep.losses.beta_final, rep.losses.alpha) == ("literal", 5e-4, 1.0)
+    assert s1.losses.reduction == "pixel"
+    assert s1.losses.beta_final == pytest.approx(convert_beta(5e-4, "literal", "pixel"), rel=1e-7)
     # halved every 200K: hand-computed values at the boundaries
     assert s2.lr_at(0) == 2e-4 and s2.lr_at(199_999) == 2e-4
     assert s2.lr_at(200_000) == 1e-4 and s2.lr_at(400_000) == 5e-5 and s2.lr_at(799_999) == 2.5e-5
     assert s3.milestones() == [200_000, 400_000]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_yaml_names_its_reduction(path):
+    raw = read_yaml(path)
+    assert raw["losses"]["reduction"] in ("literal", "pixel", "element")
+    cfg = load_config(path)
+    if cfg.model.variant == "deterministic_club":
+        assert cfg.losses.lam > 0  # lam is the CLUB weight: 0 would leave no regulariser
+
+
+def test_reduction_key_and_old_alias():
+    assert validate({}).losses.reduction == "pixel"
+    assert validate({"losses": {"reduction": "literal"}}).losses.reduction == "literal"
+    # the old key still works for the reductions it named, and hashes like the new one
+    old = validate({"profile": "smoke", "losses": {"kl_reduction": "element"}})
+    new = validate({"profile": "smoke", "losses": {"reduction": "element"}})
+    assert old.losses.reduction == "element" and config_hash(old) == config_hash(new)
+    with pytest.raises(ConfigError, match="no longer offered"):
+        validate({"losses": {"kl_reduction": "sum"}}, "x.yaml")
+    with pytest.raises(ConfigError, match="contradicts"):
+        validate({"losses": {"kl_reduction": "pixel", "reduction": "literal"}})
+    with pytest.raises(ConfigError, match="losses.reduction"):
+        validate({"losses": {"reduction": "mean"}})
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
