@@ -20,6 +20,17 @@ depths, heads, window, overlap, mlp_ratio, compress/squeeze ratios, upscale, num
 permutes the OCAB tables and returns a plain HAT in eval mode. Every published model of the HAT repository
 uses `img_range: 1.` and the pixel-shuffle upsampler, which is what our HAT implements; HAT-S is embed_dim
 144, compress and squeeze ratios 24; HAT and Real_HAT_GAN are 180, 3 and 30; HAT-L has 12 groups.
+
+Usage (the files are published with the HAT repository; nothing is downloaded here)::
+
+    from savl.models.hat_official import load_official_hat
+    hat = load_official_hat("HAT-S_SRx4.pth")            # a plain x4 HAT-S, eval mode, on the CPU
+    sr = hat(lr)                                         # lr: (B, 3, h, w) in [0, 1]
+    load_official_hat("HAT_SRx4.pth", model=net.sr)      # into an existing HAT of the same sizes, e.g. the
+                                                         # backbone of a DARHAGNet built with HAT's sizes
+
+A file that cannot be read, is not an official HAT state dict, or does not fit `model` raises a one-line
+`savl.errors.ModelFileError` naming the file.
 """
 
 from __future__ import annotations
