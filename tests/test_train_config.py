@@ -1,5 +1,6 @@
-"""savl.train.config: every shipped YAML validates; unknown/misplaced keys fail naming the key and file;
-overrides parse as YAML; the hash ignores key order and output location; the lr schedule matches §5.1."""
+"""savl.train.config: every shipped YAML validates and names its reduction; unknown/misplaced keys fail naming
+the key and file; overrides parse as YAML; the hash ignores key order and output location; the lr schedule
+matches the paper's §4.1."""
 
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_every_yaml_validates(path):
         assert load_config(cfg.init_from).profile == cfg.profile
 
 
-def test_paper_schedule_matches_section_5_1():
+def test_paper_schedule_matches_section_4_1():
     s1, s2, s3 = (load_config(ROOT / f"configs/paper/stage{i}.yaml") for i in (1, 2, 3))
     assert (s1.stage, s2.stage, s3.stage) == ("joint", "frozen_l1", "gan")
     assert [c.schedule.iterations for c in (s1, s2, s3)] == [200_000, 800_000, 600_000]
