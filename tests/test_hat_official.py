@@ -22,25 +22,23 @@ TINY = dict(embed_dim=12, depths=(2, 1), heads=(2, 3), window=4, compress=3, squ
 def _upstream_oca_index(w: int, ow: int, wrap: bool) -> torch.Tensor:
     # hat_arch.py calculate_rpi_oca: offset key - query per axis, shifted by w - ow + 1, rows of width w + ow - 1
     span = w + ow - 1
-    out = torch.empty(w * w, ow * ow, dtype=torch.long)
-    for qy in range(w):
-        for qx in range(w):
-            for ky in range(ow):
-                for kx in range(ow):
-                    v = (ky - qy + w - ow + 1) * span + (kx - qx + w - ow + 1)
-                    out[qy * w + qx, ky * ow + kx] = v % (span * span) if wrap else v
-    return out
+    rows = [
+        [(ky - qy + w - ow + 1) * span + (kx - qx + w - ow + 1) for ky in range(ow) for kx in range(ow)]
+        for qy in range(w)
+        for qx in range(w)
+    ]
+    out = torch.tensor(rows, dtype=torch.long)
+    return out % (span * span) if wrap else out
 
 
 def _upstream_sa_index(w: int) -> torch.Tensor:
     # hat_arch.py calculate_rpi_sa: offset query - key per axis, shifted by w - 1, rows of width 2w - 1
-    out = torch.empty(w * w, w * w, dtype=torch.long)
-    for qy in range(w):
-        for qx in range(w):
-            for ky in range(w):
-                for kx in range(w):
-                    out[qy * w + qx, ky * w + kx] = (qy - ky + w - 1) * (2 * w - 1) + (qx - kx + w - 1)
-    return out
+    rows = [
+        [(qy - ky + w - 1) * (2 * w - 1) + (qx - kx + w - 1) for ky in range(w) for kx in range(w)]
+        for qy in range(w)
+        for qx in range(w)
+    ]
+    return torch.tensor(rows, dtype=torch.long)
 
 
 _CAB_UP = {
@@ -202,3 +200,30 @@ def test_bad_files_give_one_line_errors(tmp_path):
         load_official_hat({"params": official}, key="params_x")
     with pytest.raises(ModelFileError, match="shape"):  # a model of another width
         load_official_hat(official, model=HAT(**{**TINY, "embed_dim": 24}))
+
+
+@pytest.mark.parametrize(
+    "name, sizes",
+    [
+        # options/test/HAT-S_SRx4.yml and HAT_SRx4.yml of XPixelGroup/HAT (window 16, overlap 0.5, mlp_ratio 2)
+        ("HAT-S", dict(embed_dim=144, compress=24, squeeze=24)),
+        ("HAT", dict(embed_dim=180, compress=3, squeeze=30)),
+    ],
+)
+def test_published_sizes_are_inferred(name, sizes):
+    depths, heads = (6,) * 6, (6,) * 6
+    with torch.device("meta"):
+        model = HAT(**sizes, depths=depths, heads=heads, window=16, upscale=4)
+        state = to_official(model)
+    cfg = infer_hat_config(state, name)
+    assert cfg == {
+        **sizes,
+        "depths": list(depths),
+        "heads": list(heads),
+        "window": 16,
+        "mlp_ratio": 2.0,
+        "overlap": 0.5,
+        "upscale": 4,
+        "in_ch": 3,
+        "num_feat": 64,
+    }
