@@ -24,14 +24,14 @@ def _smooth_hr(generator, size=48, batch=1):
 @pytest.mark.parametrize("variant", ["savl", "deterministic", "deterministic_club"])
 def test_every_variant_runs_forward_backward_at_odd_size(generator, variant):
     torch.manual_seed(0)
-    model = SAVL.build("smoke", variant=variant, lam=0.5, anneal_steps=10)
+    model = SAVL.build("smoke", variant=variant, lam=0.5 if variant == "deterministic_club" else 0.0, anneal_steps=10)
     lr = torch.rand(2, 3, 37, 53, generator=generator)
     hr = torch.rand(2, 3, 148, 212, generator=generator)
     out = model(lr, hr, step=4, generator=generator)
     assert out["y_hat"].shape == lr.shape
     assert out["beta"].item() == pytest.approx(5e-4 * 0.4)
     if variant == "savl":
-        # beta_t alone weighs the KL: lam (the CLUB weight) does not enter the savl variant's loss
+        # beta_t alone weighs the KL (no 1 + lam factor)
         torch.testing.assert_close(out["loss"], out["rec"] + out["beta"] * out["kl"])
         # "pixel" reduction: Eq. 7 per image divided by the number of LR pixels
         torch.testing.assert_close(out["kl"], out["kl_per_image"] / (37 * 53))
@@ -173,6 +173,8 @@ def test_configuration_errors():
         SAVL.build("smoke", reduction="sum")
     with pytest.raises(ConfigError, match="lam > 0"):
         SAVL.build("smoke", variant="deterministic_club")  # lam = 0 would leave no regulariser
+    with pytest.raises(ConfigError, match="needs lam = 0"):
+        SAVL.build("smoke", lam=0.5)  # the savl variant's weight is beta_final; lam would be ignored
 
 
 def test_paper_profile_sizes():
@@ -186,7 +188,7 @@ def test_paper_profile_sizes():
 @pytest.mark.parametrize("variant", ["savl", "deterministic_club"])
 def test_save_load_round_trip(tmp_path, generator, variant):
     torch.manual_seed(0)
-    model = SAVL.build("smoke", variant=variant, lam=0.25, anneal_steps=7)
+    model = SAVL.build("smoke", variant=variant, lam=0.25 if variant == "deterministic_club" else 0.0, anneal_steps=7)
     path = save_model(model, tmp_path / "savl.safetensors")
     loaded = load_model(path)
     assert loaded.config == model.config

@@ -77,6 +77,15 @@ def test_reduction_key_and_old_alias():
         validate({"losses": {"reduction": "mean"}})
 
 
+def test_lam_is_the_club_weight_only():
+    assert validate({"model": {"variant": "deterministic_club"}, "losses": {"lam": 1e-3}}).losses.lam == 1e-3
+    with pytest.raises(ConfigError, match="must be > 0") as e:
+        validate({"model": {"variant": "deterministic_club"}}, "club.yaml")
+    assert "club.yaml" in str(e.value)
+    with pytest.raises(ConfigError, match="needs lam = 0"):
+        validate({"losses": {"lam": 0.5}})
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("stage: joint\noptimiser:\n  lr: 1.0e-4\n  momentum: 0.9\n")

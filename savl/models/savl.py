@@ -81,6 +81,11 @@ class SAVL(nn.Module):
             raise ConfigError(f"SAVL: lam must be >= 0, got {lam}")
         if variant == "deterministic_club" and lam == 0:
             raise ConfigError("SAVL: variant 'deterministic_club' needs lam > 0 (lam is the CLUB weight)")
+        if variant != "deterministic_club" and lam != 0:
+            # the savl variant's KL weight is beta_t alone (the paper's beta replaces 1 + lambda)
+            raise ConfigError(
+                f"SAVL: lam is the CLUB weight of 'deterministic_club'; variant {variant!r} needs lam = 0"
+            )
         want_deterministic = variant != "savl"
         if encoder.config.deterministic != want_deterministic:
             kind = "deterministic" if want_deterministic else "stochastic"

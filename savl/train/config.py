@@ -215,6 +215,17 @@ class TrainConfig(_Strict):
             raise ValueError(f"data.root is required for data.source={self.data.source}")
         return self
 
+    @model_validator(mode="after")
+    def _check_lam(self) -> TrainConfig:
+        # lam is the CLUB weight of the deterministic_club variant and nothing else (the savl variant's KL
+        # weight is beta_t alone), so a lam elsewhere, or a CLUB run without one, is a mistake in the file.
+        club = self.model.variant == "deterministic_club"
+        if club and self.losses.lam == 0:
+            raise ValueError("losses.lam must be > 0 for model.variant deterministic_club (it is the CLUB weight)")
+        if not club and self.losses.lam != 0:
+            raise ValueError(f"losses.lam is the CLUB weight; model.variant {self.model.variant} needs lam = 0")
+        return self
+
     @property
     def lr_patch(self) -> int:
         return self.data.gt_size // self.data.scale
