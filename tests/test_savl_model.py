@@ -172,7 +172,10 @@ def test_configuration_errors():
     with pytest.raises(ConfigError, match="reduction"):
         SAVL.build("smoke", reduction="sum")
     with pytest.raises(ConfigError, match="lam > 0"):
-        SAVL.build("smoke", variant="deterministic_club")  # lam = 0 would leave no regulariser
+        SAVL.build("smoke", variant="deterministic_club", lam=0.0)  # no regulariser left
+    # unset, the CLUB weight is the savl variant's final KL weight, and the saved config records it
+    assert SAVL.build("smoke", variant="deterministic_club", beta_final=2e-3).config.lam == 2e-3
+    assert SAVL.build("smoke").config.lam == 0.0
     with pytest.raises(ConfigError, match="needs lam = 0"):
         SAVL.build("smoke", lam=0.5)  # the savl variant's weight is beta_final; lam would be ignored
 

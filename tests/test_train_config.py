@@ -58,8 +58,8 @@ def test_every_yaml_names_its_reduction(path):
     raw = read_yaml(path)
     assert raw["losses"]["reduction"] in ("literal", "pixel", "element")
     cfg = load_config(path)
-    if cfg.model.variant == "deterministic_club":
-        assert cfg.losses.lam > 0  # lam is the CLUB weight: 0 would leave no regulariser
+    if cfg.model.variant != "deterministic_club":
+        assert cfg.losses.lam is None  # lam is the CLUB weight only
 
 
 def test_reduction_key_and_old_alias():
@@ -79,8 +79,9 @@ def test_reduction_key_and_old_alias():
 
 def test_lam_is_the_club_weight_only():
     assert validate({"model": {"variant": "deterministic_club"}, "losses": {"lam": 1e-3}}).losses.lam == 1e-3
+    assert validate({"model": {"variant": "deterministic_club"}}).losses.lam is None  # -> beta_final
     with pytest.raises(ConfigError, match="must be > 0") as e:
-        validate({"model": {"variant": "deterministic_club"}}, "club.yaml")
+        validate({"model": {"variant": "deterministic_club"}, "losses": {"lam": 0}}, "club.yaml")
     assert "club.yaml" in str(e.value)
     with pytest.raises(ConfigError, match="needs lam = 0"):
         validate({"losses": {"lam": 0.5}})

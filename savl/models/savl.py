@@ -6,7 +6,9 @@ Variants (the ablations of §4.4):
 - "deterministic": point-mass code; loss = alpha * L_rec (no regulariser).
 - "deterministic_club": point-mass code; the KL is replaced by a CLUB upper bound of the MI between the code
   r(u) and the content under pixel u (the HR pixels of that LR cell), weighted by its own lambda (`lam`, not
-  annealed): loss = alpha * L_rec + lam * CLUB. The CLUB net q is trained in alternation by `club_step`.
+  annealed): loss = alpha * L_rec + lam * CLUB. `lam=None` sets it to beta_final, the weight the savl
+  variant's KL reaches, so the ablation swaps the regulariser at the same weight. The CLUB net q is trained
+  in alternation by `club_step`.
 
 Reduction (`reduction`, see `savl.losses.REDUCTIONS`): "literal" sums Eq. 13 over pixels and colour channels
 and Eq. 7 over pixels and code channels, per image, as the paper writes them; "pixel" (the default) takes the
@@ -43,7 +45,7 @@ class SAVLConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     variant: str = "savl"
     alpha: float = 1.0
-    lam: float = 0.0
+    lam: float | None = None
     rec: str = "l1"
     beta_final: float = 5e-4
     anneal_steps: int = 50_000
@@ -64,7 +66,7 @@ class SAVL(nn.Module):
         variant: str = "savl",
         kl_schedule: KLSchedule | None = None,
         alpha: float = 1.0,
-        lam: float = 0.0,
+        lam: float | None = None,
         rec: str = "l1",
         reduction: str = "pixel",
         club_hidden: int = 64,
@@ -77,6 +79,9 @@ class SAVL(nn.Module):
             raise ConfigError(f"SAVL: rec must be 'l1' or 'l2', got {rec!r}")
         if reduction not in REDUCTIONS:
             raise ConfigError(f"SAVL: reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        self.kl_schedule = kl_schedule or KLSchedule()
+        if lam is None:  # the CLUB weight defaults to the savl variant's final KL weight
+            lam = self.kl_schedule.beta_final if variant == "deterministic_club" else 0.0
         if lam < 0:
             raise ConfigError(f"SAVL: lam must be >= 0, got {lam}")
         if variant == "deterministic_club" and lam == 0:
@@ -96,7 +101,6 @@ class SAVL(nn.Module):
             )
         self.encoder, self.decoder = encoder, decoder
         self.variant = variant
-        self.kl_schedule = kl_schedule or KLSchedule()
         self.alpha, self.lam, self.rec = float(alpha), float(lam), rec
         self.reduction = reduction
         self.club_samples = club_samples

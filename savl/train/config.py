@@ -126,7 +126,7 @@ class LossConfig(_Strict):
     """
 
     alpha: float = Field(1.0, ge=0)
-    lam: float = Field(0.0, ge=0)
+    lam: float | None = Field(None, ge=0)
     beta_final: float = Field(5e-4, ge=0)
     anneal_steps: int | None = Field(None, ge=0)
     rec: Literal["l1", "l2"] = "l1"
@@ -218,11 +218,11 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _check_lam(self) -> TrainConfig:
         # lam is the CLUB weight of the deterministic_club variant and nothing else (the savl variant's KL
-        # weight is beta_t alone), so a lam elsewhere, or a CLUB run without one, is a mistake in the file.
-        club = self.model.variant == "deterministic_club"
-        if club and self.losses.lam == 0:
+        # weight is beta_t alone), so a lam elsewhere, or a CLUB weight of 0, is a mistake in the file.
+        club, lam = self.model.variant == "deterministic_club", self.losses.lam
+        if club and lam == 0:
             raise ValueError("losses.lam must be > 0 for model.variant deterministic_club (it is the CLUB weight)")
-        if not club and self.losses.lam != 0:
+        if not club and lam not in (None, 0):
             raise ValueError(f"losses.lam is the CLUB weight; model.variant {self.model.variant} needs lam = 0")
         return self
 
