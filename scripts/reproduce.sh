@@ -54,7 +54,7 @@ if [ -z "$PAPERMILL" ]; then
 fi
 
 if [ ${#CHAPTERS[@]} -eq 0 ]; then
-  # book order is file-name order (NN_name); chapter 11 documents this script and is left out
+  # book order is file-name order (NN_name); 11_at_scale documents this script and is left out
   for nb in "$ROOT"/book/[0-9][0-9]_*.ipynb; do
     name="$(basename "$nb" .ipynb)"
     [ "$name" = 11_at_scale ] || CHAPTERS+=("$name")
