@@ -36,7 +36,7 @@ book: $(STAMP)
 # The chapters in JupyterLab, opened at the book's folder, with the project's kernel (see book/intro.md).
 lab: $(STAMP)
 	env -u MPLBACKEND PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --notebook-dir="$(CURDIR)" \
-		--ServerApp.default_url=/lab/tree/book --MappingKernelManager.default_kernel_name=$(KERNEL)
+		--LabApp.default_url=/lab/tree/book --MappingKernelManager.default_kernel_name=$(KERNEL)
 
 # The rendered book as a reader sees it, in headless Chromium (needs `make book` first and Debian's chromium).
 browser-test: $(STAMP)
