@@ -6,7 +6,7 @@ The figure is the slope of peak resident memory (VmHWM) against output pixels be
 constant part (Python, torch, the model and one tile's activations) cancels: bytes per output pixel above the
 model's working set. Goal: at most 20. `--root` runs another checkout (e.g. the main branch) for comparison.
 
-    python benchmarks/sr_memory.py [--sides 256,512] [--tile 128] [--ext png] [--root PATH]
+    python benchmarks/sr_memory.py [--sides 256,1024] [--tile 128] [--ext png] [--root PATH]
         [--out benchmarks/results/sr_memory_cpu.json]
 """
 
@@ -88,7 +88,7 @@ def measure(root: Path, sides: list[int], tile: int, ext: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sides", default="256,512", help="LR sides of the two square test images")
+    p.add_argument("--sides", default="256,1024", help="LR sides of the two square test images")
     p.add_argument("--tile", type=int, default=128)
     p.add_argument("--ext", default="png")
     p.add_argument("--root", default=str(ROOT), help="the checkout whose savl is measured")

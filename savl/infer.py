@@ -98,7 +98,12 @@ def _auto_tile(device: torch.device) -> int:
 
 
 def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (first output row, finished float rows (3, n, sW)) top to bottom, each row exactly once."""
+    """Yield (first output row, finished float rows (3, n, sW)) top to bottom, each row exactly once.
+
+    The rows are a view into one preallocated band buffer that the next step overwrites: use them (or copy
+    them) before asking for the next band. All arithmetic on the band is in place, so host memory is one band
+    (12 bytes x band height x output width) whatever the image height.
+    """
     _, H, W = rgb.shape
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
@@ -107,14 +112,15 @@ def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[in
     col_sum = torch.zeros(W * scale)  # the blend weights are separable, so their sum is an outer product
     for a0, a1, wx in xwin:
         col_sum[a0 * scale : a1 * scale] += wx
-    band, band_y0 = torch.zeros(3, 0, W * scale), 0  # rows [band_y0, band_y0 + len) not yet finished
-    row_sum = torch.zeros(0)
+    capacity = (max(c1 - c0 for c0, c1 in rows) + 2 * overlap) * scale
+    band, row_sum = torch.empty(3, capacity, W * scale), torch.empty(capacity)
+    band_y0, filled = 0, 0  # the band holds output rows [band_y0, band_y0 + filled), not yet finished
     for i, core in enumerate(rows):
         y0, y1, wy = _window(core, H, overlap, scale)
-        grow = y1 * scale - (band_y0 + band.shape[1])
-        if grow > 0:
-            band = torch.cat([band, torch.zeros(3, grow, W * scale)], 1)
-            row_sum = torch.cat([row_sum, torch.zeros(grow)])
+        need = y1 * scale - band_y0
+        band[:, filled:need].zero_()
+        row_sum[filled:need].zero_()
+        filled = need
         top = y0 * scale - band_y0
         for x0, x1, wx in xwin:
             patch = rgb[:, y0:y1, x0:x1][None].to(device)
@@ -124,12 +130,18 @@ def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[in
                     f"{type(model).__name__}: a {y1 - y0}x{x1 - x0} input gave {tuple(pred.shape[-2:])}, "
                     f"not x{scale} of it"
                 )
-            band[:, top : top + pred.shape[1], x0 * scale : x1 * scale] += pred * (wy[:, None] * wx[None, :])
+            pred.mul_(wy[:, None]).mul_(wx[None, :])
+            band[:, top : top + pred.shape[1], x0 * scale : x1 * scale].add_(pred)
         row_sum[top : top + wy.shape[0]] += wy
         finished = max(0, rows[i + 1][0] - overlap) if i + 1 < len(rows) else H  # the next tile row's top
         done = max(finished * scale - band_y0, 0)
-        yield band_y0, band[:, :done] / (row_sum[:done, None] * col_sum[None, :])
-        band, row_sum, band_y0 = band[:, done:], row_sum[done:], band_y0 + done
+        out = band[:, :done]
+        out.div_(row_sum[:done, None]).div_(col_sum[None, :])
+        yield band_y0, out
+        # Rows the next tile row still adds to move to the top of the buffer.
+        band[:, : filled - done] = band[:, done:filled].clone()
+        row_sum[: filled - done] = row_sum[done:filled].clone()
+        band_y0, filled = band_y0 + done, filled - done
 
 
 def _stream(
@@ -160,7 +172,7 @@ def _stream(
             for y, rows in _bands(model, rgb, size, overlap, dtype, device, scale):
                 if rows.shape[1] == 0:  # a tile row whose rows the next one still touches
                     continue
-                rows = rows.clamp(0, 1)
+                rows.clamp_(0, 1)
                 sink(y, rows.mean(0, keepdim=True) if gray else rows)
             break
         except OutOfMemoryError:
@@ -194,7 +206,7 @@ def upscale(
     def keep(y: int, rows: torch.Tensor) -> None:
         if starts and y <= starts[-1]:  # an out-of-memory restart: begin again
             out.clear(), starts.clear()
-        out.append(rows), starts.append(y)
+        out.append(rows.clone()), starts.append(y)  # `rows` is a view into a buffer that is reused
 
     _, alpha = _stream(model, image, keep, tile, overlap, dtype, device, scale)
     result = torch.cat(out, 1)
@@ -228,8 +240,7 @@ def upscale_to_array(
     colour = 1 if c == 1 else 3
 
     def write(y: int, rows: torch.Tensor) -> None:
-        q = torch.round(rows * peak).permute(1, 2, 0).numpy()
-        array[y : y + rows.shape[1], :, :colour] = q
+        array[y : y + rows.shape[1], :, :colour] = rows.mul_(peak).round_().permute(1, 2, 0).numpy()
 
     _, alpha = _stream(model, image, write, tile, overlap, dtype, device, s)
     if alpha is not None:

@@ -24,7 +24,9 @@ DESIGN_NAMES = ["DIV2K", "Flickr2K", "OST", "RealSR", "DRealSR", "SVSR", "RealSR
 def test_shipped_catalog_lists_the_design_datasets():
     c = load_catalog()
     assert list(c) == DESIGN_NAMES == list_datasets()
-    assert cat.CATALOG_PATH == Path(__file__).resolve().parents[1] / "data" / "catalog.yaml"
+    # It ships inside the package; the repository's data/catalog.yaml is a link to the same file.
+    assert cat.CATALOG_PATH == Path(__file__).resolve().parents[1] / "savl" / "data" / "catalog.yaml"
+    assert (Path(__file__).resolve().parents[1] / "data" / "catalog.yaml").resolve() == cat.CATALOG_PATH.resolve()
     for name, e in c.items():
         assert e.name == name and e.description and e.licence and e.citation
         for f in e.files:
@@ -93,7 +95,7 @@ def test_unknown_missing_and_malformed_keys_raise_one_line_config_errors(tmp_pat
 
 def test_data_root_default_and_env_override(monkeypatch, tmp_path):
     monkeypatch.delenv("SAVL_DATA_DIR", raising=False)
-    assert cat.data_root() == cat.CATALOG_PATH.parent / "downloads"
+    assert cat.data_root() == Path(__file__).resolve().parents[1] / "data" / "downloads"  # a source checkout
     monkeypatch.setenv("SAVL_DATA_DIR", str(tmp_path))
     assert cat.data_root() == tmp_path
     assert cat.data_root(tmp_path / "x") == tmp_path / "x"
