@@ -293,6 +293,26 @@ def cmd_severity(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from savl.export import export_onnx
+
+    model = sr_model(args.model, "cpu")
+    image = None
+    if args.image:
+        from savl.io import read_image
+
+        image = read_image(args.image)
+    report = export_onnx(model, args.onnx, image=image, atol=args.atol, multiple=args.multiple)
+    h, w = report.checked_on
+    print(
+        f"{args.model} -> {report.path} (x{report.scale}; input height and width: any multiple of "
+        f"{report.size_multiple}); checked on a {w}x{h} image with {report.runtime}: "
+        f"max abs difference from PyTorch {report.max_abs_diff:.2e}"
+    )
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
@@ -374,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", required=True)
     sv.add_argument("--device", default="cpu")
     sv.set_defaults(func=cmd_severity)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a model to ONNX (dynamic height/width), checked against PyTorch",
+        description="Export an SR model to ONNX with dynamic input height and width (multiples of the model's "
+        "window and encoder factor, recorded in the file's metadata), then run the file on a test image and "
+        "compare it with PyTorch. Needs the 'export' extra (onnx, onnxscript, onnxruntime).",
+    )
+    ex.add_argument("model", help="a savl .safetensors model, or another project's .pth (spandrel extra)")
+    ex.add_argument("--onnx", required=True, help="the .onnx file to write")
+    ex.add_argument("--image", help="the LR test image (default: a crop of scikit-image's astronaut)")
+    ex.add_argument("--atol", type=float, default=1e-3, help="largest accepted max abs difference (default 1e-3)")
+    ex.add_argument("--multiple", type=int, help="override the size multiple of H and W")
+    ex.set_defaults(func=cmd_export)
 
     from savl.evaluate import add_eval_parser
     from savl.train.command import add_train_parser
