@@ -1,4 +1,4 @@
-"""The `savl` command: degrade, data, sr, severity, train, eval, export.
+"""The `savl` command: degrade, data, sr, severity, train, eval, export, models.
 
 Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback.
 """
@@ -409,11 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--multiple", type=int, help="override the size multiple of H and W")
     ex.set_defaults(func=cmd_export)
 
-    from savl.evaluate import add_eval_parser
+    from savl.eval_command import add_eval_parser
     from savl.train.command import add_train_parser
+    from savl.zoo_command import add_models_parser
 
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_models_parser(sub)
     return p
 
 

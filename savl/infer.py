@@ -130,8 +130,8 @@ def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[in
                     f"{type(model).__name__}: a {y1 - y0}x{x1 - x0} input gave {tuple(pred.shape[-2:])}, "
                     f"not x{scale} of it"
                 )
-            pred.mul_(wy[:, None]).mul_(wx[None, :])
-            band[:, top : top + pred.shape[1], x0 * scale : x1 * scale].add_(pred)
+            # pred is only read (a model may return an inference-mode tensor, which cannot be changed in place).
+            band[:, top : top + pred.shape[1], x0 * scale : x1 * scale].addcmul_(pred, wy[:, None] * wx[None, :])
         row_sum[top : top + wy.shape[0]] += wy
         finished = max(0, rows[i + 1][0] - overlap) if i + 1 < len(rows) else H  # the next tile row's top
         done = max(finished * scale - band_y0, 0)
