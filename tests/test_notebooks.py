@@ -172,6 +172,8 @@ def test_book_config_guards_against_the_known_traps():
     sphinx = cfg["sphinx"]
     # a raising notebook must fail the (-W) build; math must render offline
     assert sphinx["config"]["nb_execution_raise_on_error"] is True
+    # text/markdown outputs (the chapters' tables) parsed as MyST: CommonMark, the default, has no tables
+    assert sphinx["config"]["nb_render_markdown_format"] == "myst"
     assert "sphinx-mathjax-offline" in sphinx["extra_extensions"]
     assert cfg["only_build_toc_files"] is True
     assert cfg["bibtex_bibfiles"] == ["book/references.bib"] and (REPO / "book/references.bib").is_file()
