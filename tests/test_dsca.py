@@ -25,8 +25,9 @@ def perturbed(dsca, generator, std=0.3):
     """Give the zero-initialised last layers random weights, as training would."""
     with torch.no_grad():
         if dsca.spatial:
-            dsca.severity_net[-1].weight.copy_(std * torch.randn(dsca.severity_net[-1].weight.shape, generator=generator))
-            dsca.severity_net[-1].bias.copy_(std * torch.randn(dsca.heads, generator=generator))
+            last = dsca.severity_net[-1]
+            last.weight.copy_(std * torch.randn(last.weight.shape, generator=generator))
+            last.bias.copy_(std * torch.randn(dsca.heads, generator=generator))
         if dsca.channel:
             dsca.channel_fc.weight.copy_(std * torch.randn(dsca.channel_fc.weight.shape, generator=generator))
     return dsca
