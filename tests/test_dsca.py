@@ -106,7 +106,7 @@ def test_bias_at_initialisation_on_a_degraded_photo_is_about_a_logit():
         maps = GuidanceMaps.from_posterior(post, tuple(lr.shape[-2:]), cfg.window)
         bias = dsca.attention_bias(dsca.head_severity(maps), 0)
         # for contrast, the former term -1 * |s_i - s_j| on the literal Eq. 15 severity, same windows
-        eq15 = dsca._windows(post.severity(), 0)
+        eq15 = dsca.severity_windows(post.severity(), 0)
         former = (eq15.unsqueeze(-1) - eq15.unsqueeze(-2)).abs()
     assert float(bias.abs().median()) <= 1.0
     assert float(bias.abs().max()) <= 4 * cfg.gamma_init + 1e-6

@@ -167,7 +167,7 @@ class DSCA(nn.Module):
         """(B, heads, H, W) bounded per-head severity s_h = tanh(z + g_h(centred log sigma^2))."""
         return torch.tanh(maps.severity + self.severity_net(maps.log_variance))
 
-    def _windows(self, severity: torch.Tensor, shift: int) -> torch.Tensor:
+    def severity_windows(self, severity: torch.Tensor, shift: int) -> torch.Tensor:
         """(B, heads, H, W) -> (B*nW, heads, N) for the windows of the map rolled by (-shift, -shift)."""
         if shift:
             severity = torch.roll(severity, shifts=(-shift, -shift), dims=(2, 3))
@@ -176,13 +176,13 @@ class DSCA(nn.Module):
     def attention_bias(self, severity: torch.Tensor, shift: int) -> torch.Tensor:
         """Reference: the dense (B*nW, heads, N, N) bias -gamma_h (s_i - s_j)^2 for per-head severities
         (B, heads, H, W) rolled by (-shift, -shift)."""
-        s = self._windows(severity, shift)
+        s = self.severity_windows(severity, shift)
         return -self.gamma.to(s.dtype).view(1, -1, 1, 1) * (s.unsqueeze(-1) - s.unsqueeze(-2)).square()
 
     def factored_bias(self, severity: torch.Tensor, shift: int) -> FactoredBias:
         """The same bias up to the row constant -gamma s_i^2 (which softmax ignores), as left_i . right_j with
         left_i = [2 gamma s_i, -gamma] and right_j = [s_j, s_j^2], each (B*nW, heads, N, 2)."""
-        s = self._windows(severity, shift)
+        s = self.severity_windows(severity, shift)
         gamma = self.gamma.to(s.dtype).view(1, -1, 1)
         left = torch.stack([2 * gamma * s, (-gamma).expand_as(s)], dim=-1)
         right = torch.stack([s, s.square()], dim=-1)
