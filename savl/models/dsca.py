@@ -17,11 +17,13 @@ convolution and the pool see only the image's own pixels (not the padding added 
 Spatial guidance: a bounded, scale-free severity, then a Gaussian similarity term on the window-attention logits.
   1. Eq. 15 (kept literal in savl.models.encoder.Posterior.severity for the severity maps of §4.2) divides by
      Var[sigma^2]: its spread is the inverse of the spread of sigma^2, so as an attention bias it grows without
-     bound when the variance map is nearly flat (e.g. an untrained encoder: median |bias| in the hundreds of
-     logits). DSCA instead standardises the same v = channel-mean sigma^2 in the log domain, per image,
+     bound when the variance map is nearly flat (an untrained paper-size encoder on a degraded photo: median
+     |s_i - s_j| within a window of order 100). DSCA instead standardises the same v = channel-mean sigma^2 in the log domain, per image,
          z(u) = -(log v(u) - mean_u log v) / std_u(log v)        (0 where log v is flat)
      which orders pixels as Eq. 15 does (small variance = severe) but is unchanged when every sigma^2 is
-     multiplied by a constant, and has unit spread whatever the encoder's scale.
+     multiplied by a constant, and has unit spread whatever the encoder's scale. Gradients reach the encoder
+     through z too (joint stage), scaled by 1/std(log v): large while the variance map is nearly flat, but far
+     below Eq. 15's 1/Var[sigma^2].
   2. A per-head descriptor, bounded by tanh:
          s_h(u) = tanh(z(u) + g_h(l~)(u)),   l~ = log sigma^2 centred per image and channel (also scale-free),
      g = conv3x3 -> LeakyReLU -> conv3x3 (m -> hidden -> heads), last conv zero-initialised, so s_h = tanh(z).
