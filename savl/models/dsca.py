@@ -18,7 +18,8 @@ Spatial guidance: a bounded, scale-free severity, then a Gaussian similarity ter
   1. Eq. 15 (kept literal in savl.models.encoder.Posterior.severity for the severity maps of §4.2) divides by
      Var[sigma^2]: its spread is the inverse of the spread of sigma^2, so as an attention bias it grows without
      bound when the variance map is nearly flat (an untrained paper-size encoder on a degraded photo: median
-     |s_i - s_j| within a window of order 100). DSCA instead standardises the same v = channel-mean sigma^2 in the log domain, per image,
+     |s_i - s_j| within a window of order 100). DSCA instead standardises the same v = channel-mean sigma^2
+     in the log domain, per image,
          z(u) = -(log v(u) - mean_u log v) / std_u(log v)        (0 where log v is flat)
      which orders pixels as Eq. 15 does (small variance = severe) but is unchanged when every sigma^2 is
      multiplied by a constant, and has unit spread whatever the encoder's scale. Gradients reach the encoder
