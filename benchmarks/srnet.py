@@ -2,7 +2,9 @@
 
 0. Guidance cost: forward + backward (L1) of plain HAT and of DA-RHAG (both guidances, without spatial, without
    channel) with the same backbone size, measured round-robin in one run so that machine load affects all
-   alike; reported as the median over rounds of each variant's time divided by plain HAT's in the same round.
+   alike; reported as the median over rounds of each variant's time divided by plain HAT's in the same round,
+   for the process CPU time (what the step computes; with one thread the least affected by other processes
+   on a shared machine) and for the wall-clock time.
    The posterior is computed once beforehand (the SR network's own cost, as in the frozen-encoder stages); a
    last variant runs the encoder inside the step too, for the joint stage.
 1. Training step: forward + backward time and peak memory of the DA-RHAG network, the fused attention path
@@ -16,6 +18,7 @@
 
     python benchmarks/srnet.py [--profile book] [--batch 2] [--repeats 3] [--rounds 9]
         [--out benchmarks/results/srnet_cpu.json]      # also writes the .md beside it
+    python benchmarks/srnet.py --only guidance --threads 1 --rounds 15   # re-measure item 0 alone, in place
 """
 
 from __future__ import annotations
@@ -111,31 +114,45 @@ def bench_guidance_cost(profile: str, batch: int, patch: int, rounds: int) -> di
     guided = nets["DA-RHAG, both guidances"]
     steps = {name: (lambda net=net: net(lr, posterior)) for name, net in nets.items()}
     steps["DA-RHAG, both guidances, encoder in the step"] = lambda: guided(lr)
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(rounds + 1):
         for name, forward in steps.items():
             for net in nets.values():
                 net.zero_grad(set_to_none=True)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             (forward() - hr).abs().mean().backward()
             if r > 0:  # round 0 warms up
-                times[name].append(time.perf_counter() - t)
+                wall[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    base = times["plain HAT"]
     rows = []
-    for name, ts in times.items():
-        ratios = [a / b for a, b in zip(ts, base)]
+    for name in steps:
+        cpu_ratios = [a / b for a, b in zip(cpu[name], cpu["plain HAT"])]
+        wall_ratios = [a / b for a, b in zip(wall[name], wall["plain HAT"])]
         rows.append(
             {
                 "variant": name,
-                "median_seconds": median(ts),
-                "median_ratio_to_plain_hat": median(ratios),
-                "min_ratio": min(ratios),
-                "max_ratio": max(ratios),
+                "median_cpu_seconds": median(cpu[name]),
+                "median_cpu_ratio_to_plain_hat": median(cpu_ratios),
+                "cpu_ratio_range": [min(cpu_ratios), max(cpu_ratios)],
+                "median_seconds": median(wall[name]),
+                "median_ratio_to_plain_hat": median(wall_ratios),
+                "wall_ratio_range": [min(wall_ratios), max(wall_ratios)],
                 "parameters": nets.get(name, guided).parameter_counts()["total"],
             }
         )
-    return {"profile": profile, "batch": batch, "lr_patch": patch, "rounds": rounds, "rows": rows}
+    return {
+        "profile": profile,
+        "batch": batch,
+        "lr_patch": patch,
+        "rounds": rounds,
+        "command": " ".join(["python", "benchmarks/srnet.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "rows": rows,
+        "load_average_1min_at_end": os.getloadavg()[0],
+    }
 
 
 def forward_flops(model, lr) -> float:
@@ -226,12 +243,21 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=9, help="round-robin rounds of the guidance-cost comparison")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--only", choices=["guidance"], help="re-measure one section and update --out in place")
     p.add_argument("--sr-profile", default="smoke")
     p.add_argument("--sr-sides", default="512,2048")
     p.add_argument("--tile", type=int, default=128)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/srnet_cpu.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.only == "guidance":
+        results = json.loads(out.read_text())
+        results["guidance_cost"] = bench_guidance_cost(args.profile, args.batch, args.patch, args.rounds)
+        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), markdown(results, out.name))
+        print(markdown(results, out.name))
+        return
     results = {
         "command": " ".join(["python", "benchmarks/srnet.py", *sys.argv[1:]]),
         "machine": machine(),
@@ -255,38 +281,50 @@ def main() -> None:
     sides = [int(s) for s in args.sr_sides.split(",")]
     results["sr_memory"] = bench_sr_memory(args.sr_profile, sides, args.tile)
     results["load_average_1min_at_end"] = os.getloadavg()[0]
-    out = Path(args.out)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), markdown(results, out.name))
     print(markdown(results, out.name))
 
 
 def markdown(r: dict, json_name: str) -> str:
-    m = r["machine"]
     g, s = r["guidance_cost"], r["train_step"]
+
+    def provenance(rec: dict, run: dict) -> list[str]:
+        m = run["machine"]
+        return [
+            f"Command: `{run['command']}`  ",
+            f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores, {m['torch_threads']} torch threads, "
+            f"{m.get('gpu', 'no GPU')}, torch {m['torch']}, commit `{m['git_commit']}`, {run['date_utc']} UTC.  ",
+            "The machine was shared with other sessions' jobs (1-minute load average "
+            f"{m['load_average_1min_at_start']:.1f} at the start, {rec['load_average_1min_at_end']:.1f} at the end), "
+            "so absolute times are inflated and noisy; ratios come from one run, variants interleaved.",
+        ]
+
     lines = [
         "# SR network step time and tiled-inference memory (benchmarks/srnet.py)",
         "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores, {m['torch_threads']} torch threads, "
-        f"{m.get('gpu', 'no GPU')}, torch {m['torch']}, commit `{m['git_commit']}`, {r['date_utc']} UTC.  ",
-        f"The machine was shared with other sessions' jobs (1-minute load average {m['load_average_1min_at_start']:.1f}"
-        f" at the start, {r['load_average_1min_at_end']:.1f} at the end), so absolute times are inflated and noisy;"
-        " the ratios come from one run, variants interleaved. Raw figures: `" + json_name + "`.",
+        *provenance(r, r),
+        f"Raw figures: `{json_name}`.",
         "",
         f"## DSCA's cost: forward + backward (L1), `{g['profile']}` profile, batch {g['batch']}, "
         f"{g['lr_patch']}x{g['lr_patch']} LR, {g['rounds']} rounds",
         "",
-        "| variant | params | median s/step | time / plain HAT (median over rounds) | range over rounds |",
-        "|---|---|---|---|---|",
+        *(provenance(g, g) if "command" in g else []),
+        "",
+        "| variant | params | median CPU s/step | CPU time / plain HAT | range | median wall s/step "
+        "| wall time / plain HAT | range |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in g["rows"]:
         lines.append(
-            f"| {row['variant']} | {row['parameters'] / 1e6:.3f} M | {row['median_seconds']:.3f} | "
-            f"{row['median_ratio_to_plain_hat']:.2f} | {row['min_ratio']:.2f} - {row['max_ratio']:.2f} |"
+            f"| {row['variant']} | {row['parameters'] / 1e6:.3f} M | {row['median_cpu_seconds']:.3f} | "
+            f"{row['median_cpu_ratio_to_plain_hat']:.2f} | {row['cpu_ratio_range'][0]:.2f} - "
+            f"{row['cpu_ratio_range'][1]:.2f} | {row['median_seconds']:.3f} | {row['median_ratio_to_plain_hat']:.2f} | "
+            f"{row['wall_ratio_range'][0]:.2f} - {row['wall_ratio_range'][1]:.2f} |"
         )
     lines += [
         "",
+        "Ratios are medians over rounds of the variant's time divided by plain HAT's time in the same round. "
         "The posterior is computed once before the loop except in the last row, which also runs the amortized "
         "encoder forward and backward (the joint stage). DSCA's spatial term is folded into q.k as two extra "
         "channels per head (`savl.models.hat.FactoredBias`): no per-window bias tensor is built.",
