@@ -30,7 +30,6 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 SHIFT_MASK_VALUE = -100.0
 
 
-
 class FactoredBias(NamedTuple):
     """An extra attention-logit term in factored form, bias_ij = <left_i, right_j> (logit units), with left and
     right (B*nW, heads, N, r) for the windows of one shift; r is small (DSCA: 2)."""
@@ -44,7 +43,7 @@ class FactoredBias(NamedTuple):
 
 
 # A guide maps (tokens, (H, W)) -> (tokens, {shift: extra attention bias}); DSCA is one (savl.models.dsca).
-Guide = Callable[[torch.Tensor, tuple[int, int]], tuple[torch.Tensor, dict[int, "torch.Tensor | FactoredBias"]]]
+Guide = Callable[[torch.Tensor, tuple[int, int]], tuple[torch.Tensor, dict[int, torch.Tensor | FactoredBias]]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ class WindowAttention(nn.Module):
         self,
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | FactoredBias | None = None,
         reference: bool = False,
     ) -> torch.Tensor:
         Bw, N, C = x.shape
@@ -295,7 +294,7 @@ class HAB(nn.Module):
         x: torch.Tensor,
         size: tuple[int, int],
         mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | FactoredBias | None = None,
         reference: bool = False,
     ) -> torch.Tensor:
         """x (B, H*W, C); `mask` is the shifted-window mask (used only when shift > 0); `bias` extra logits
