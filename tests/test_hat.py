@@ -1,4 +1,4 @@
-"""HAT backbone (savl/models/hat.py, DESIGN §5.2) against hand-built references."""
+"""HAT backbone (savl/models/hat.py) against hand-built references."""
 
 import itertools
 
