@@ -1,4 +1,4 @@
-"""Image files in and out: 8/16-bit, gray and alpha kept, atomic writes, one-line errors (DESIGN §2).
+"""Image files in and out: 8/16-bit, gray and alpha kept, atomic writes, one-line errors.
 
 Tensors are float32 (3, H, W) in [0, 1]. Decoders, by format:
 
@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from savl.errors import ImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageInfo", "image_files", "read_image", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageInfo", "image_files", "read_image", "write_image", "write_samples"]
 
 #: Suffixes that `image_files` lists (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
@@ -255,6 +255,27 @@ def write_image(
     data = _encode(p, samples, fmt, bit_depth, int(quality))
     _write_atomic(p, data)
 
+
+
+def write_samples(path, samples: np.ndarray, *, quality: int = 95) -> None:
+    """Write (H, W, C) uint8 or uint16 samples (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as they are,
+    atomically, with the checks of `write_image`: the path `savl sr` uses so that no float copy of a large
+    output is ever made."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _WRITERS:
+        raise ImageError(f"{p}: unknown image suffix {p.suffix!r} (use one of {', '.join(sorted(_WRITERS))})")
+    fmt, depths = _WRITERS[suffix]
+    if samples.ndim != 3 or samples.shape[2] not in (1, 2, 3, 4) or samples.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{p}: expected (H, W, 1..4) uint8/uint16 samples, got {samples.dtype} {samples.shape}")
+    bit_depth = 16 if samples.dtype == np.uint16 else 8
+    if bit_depth not in depths:
+        raise ImageError(f"{p}: {fmt} cannot store {bit_depth}-bit samples (use .png or .tif)")
+    if samples.shape[2] in (2, 4) and fmt == "JPEG":
+        raise ImageError(f"{p}: JPEG cannot store an alpha channel (use .png)")
+    if not 1 <= int(quality) <= 100:
+        raise ImageError(f"{p}: quality must be in 1..100, got {quality}")
+    _write_atomic(p, _encode(p, samples, fmt, bit_depth, int(quality)))
 
 def _quantise(p: Path, img, alpha, gray: bool, bit_depth: int) -> np.ndarray:
     if not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] not in (1, 3):
