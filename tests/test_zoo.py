@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -173,3 +174,24 @@ def test_copy_of_zoo_is_self_contained(trained_zoo, tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.copytree(trained_zoo, moved)
     assert zoo.verify("tiny", moved)["name"] == "tiny"
+
+
+def test_savl_sr_without_model_uses_the_zoo_default(trained_zoo, tmp_path):
+    """`savl sr in out` runs the zoo's default SR model after verifying it; a missing one fails in one line."""
+    import torch
+
+    from savl.io import read_image, write_image
+
+    img = tmp_path / "in.png"
+    write_image(img, torch.rand(3, 12, 10, generator=torch.Generator().manual_seed(0)), bit_depth=8)
+    env = {**os.environ, "SAVL_MODELS": str(trained_zoo)}
+    out = tmp_path / "out.png"
+    done = subprocess.run([sys.executable, "-m", "savl.cli", "sr", str(img), str(out)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "zoo model 'tiny'" in done.stderr and tuple(read_image(out).shape) == (3, 48, 40)
+    shutil.rmtree(trained_zoo / "tiny")
+    missing = subprocess.run([sys.executable, "-m", "savl.cli", "sr", str(img), str(tmp_path / "o2.png")],
+                             env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "savl models train" in missing.stderr
+    assert not (tmp_path / "o2.png").exists()
