@@ -1,6 +1,8 @@
-"""The `savl` command (DESIGN §2): degrade, data, sr, severity, train, eval.
+"""The `savl` command: degrade, data, sr, severity, train, eval.
 
-Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback.
+Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback. No command writes
+over one of its inputs or sends two inputs to one output, and the files written for one input (an image and
+its `.json` record or `.npy` values) appear together or not at all.
 """
 
 from __future__ import annotations
@@ -11,13 +13,8 @@ import sys
 from pathlib import Path
 
 from savl import __version__
+from savl.cli_checks import overlap_arg, seed_arg
 from savl.errors import SavlError
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    from savl.provenance import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -41,7 +38,7 @@ def _degrade_one(src: Path, dst: Path, protocol_name: str, seed: int, replay: di
     import torch
 
     from savl.degrade.protocols import get_protocol
-    from savl.io import read_image, write_image
+    from savl.io import encode_image, read_image, write_group
 
     hr = read_image(src).unsqueeze(0)
     if replay is not None:
@@ -63,13 +60,14 @@ def _degrade_one(src: Path, dst: Path, protocol_name: str, seed: int, replay: di
         "savl_version": __version__,
         "params": params,
     }
-    write_image(dst, lr[0].clamp(0, 1))
-    _write_json_atomic(dst.with_suffix(".json"), record)
+    image = encode_image(dst, lr[0].clamp(0, 1))
+    write_group({dst: image, dst.with_suffix(".json"): (json.dumps(record, indent=2) + "\n").encode()})
     print(f"{src} -> {dst} ({protocol.name}, {hr.shape[-1]}x{hr.shape[-2]} -> {lr.shape[-1]}x{lr.shape[-2]})")
 
 
 def cmd_degrade(args) -> int:
-    from savl.io import image_files
+    from savl.cli_checks import SEED_LIMIT
+    from savl.io import check_output_paths, image_files
 
     src, dst = Path(args.input), Path(args.output)
     replay = _read_json(Path(args.params)) if args.params else None
@@ -81,13 +79,18 @@ def cmd_degrade(args) -> int:
             raise SavlError(f"{args.params}: --params replays one image; give a single input file")
         if dst.exists() and not dst.is_dir():
             raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
+        if args.seed + len(files) - 1 >= SEED_LIMIT:
+            raise SavlError(f"--seed {args.seed}: the folder's {len(files)} files take seeds up to 2**63; lower it")
+        pairs = [(f, dst / (f.stem + ".png")) for f in files]
+        check_output_paths(pairs, sidecars=(".json",))
         dst.mkdir(parents=True, exist_ok=True)
-        for i, f in enumerate(files):
+        for i, (f, out) in enumerate(pairs):
             # Each file gets its own seed so that one image's draw does not depend on the others.
-            _degrade_one(f, dst / (f.stem + ".png"), args.protocol, args.seed + i, None)
+            _degrade_one(f, out, args.protocol, args.seed + i, None)
     else:
         if dst.is_dir():
             dst = dst / (src.stem + ".png")
+        check_output_paths([(src, dst)], sidecars=(".json",))
         _degrade_one(src, dst, args.protocol, args.seed, replay)
     return 0
 
@@ -134,30 +137,34 @@ def _tile_arg(value: str):
     raise argparse.ArgumentTypeError(f"expected an integer >= 16, 'auto' or 'none', got {value!r}")
 
 
-def _load_model(path: str, device: str):
-    import torch
-
+def _load_model(path: str, device):
     from savl.models.io import load_model
 
-    return load_model(path, map_location=torch.device(device))
+    return load_model(path, map_location=device)
 
 
 def cmd_sr(args) -> int:
     import torch
 
+    from savl.cli_checks import check_overlap, device, require_sr_model
     from savl.infer import upscale
-    from savl.io import read_image, write_image
+    from savl.io import check_output_paths, read_image, write_image
 
-    model = _load_model(args.model, args.device)
     tile = None if args.tile == "none" else ("auto" if args.tile == "auto" else int(args.tile))
+    check_overlap(tile, args.overlap)
+    dev = device(args.device)
+    pairs = _inputs(Path(args.input), Path(args.output))
+    check_output_paths(pairs)
+    model = _load_model(args.model, dev)
+    require_sr_model(model, args.model)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    for src, dst in _inputs(Path(args.input), Path(args.output)):
+    for src, dst in pairs:
         rgb, info = read_image(src, with_info=True)
         x = rgb[:1] if info.gray else rgb
-        if info.alpha is not None:
-            x = torch.cat([x, info.alpha], 0)
-        out = upscale(model, x, tile=tile, overlap=args.overlap, dtype=dtype, device=args.device)
-        colour = out[:1] if info.gray else out[:3]
+        if info.alpha is not None:  # gray + alpha goes through as RGB + alpha and comes back gray
+            x = torch.cat([rgb, info.alpha], 0)
+        out = upscale(model, x, tile=tile, overlap=args.overlap, dtype=dtype, device=dev)
+        colour = out[:3].mean(0, keepdim=True) if info.gray else out[:3]
         alpha = out[-1:] if info.alpha is not None else None
         # Keep 16 bits where the output format can hold them (PNG, TIFF); other formats get 8.
         depth = info.bit_depth if dst.suffix.lower() in (".png", ".tif", ".tiff") else 8
@@ -166,40 +173,50 @@ def cmd_sr(args) -> int:
     return 0
 
 
-def _save_npy(path: str, values) -> None:
+def _npy_bytes(values) -> bytes:
+    import io
+
     import numpy as np
 
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare temporary name
-        np.save(f, values)
+    buf = io.BytesIO()
+    np.save(buf, values)
+    return buf.getvalue()
 
 
 def cmd_severity(args) -> int:
-
+    from savl.cli_checks import device
     from savl.infer import severity_map
-    from savl.io import read_image, write_image
-    from savl.provenance import atomic_write
+    from savl.io import check_output_paths, encode_image, read_image, write_group
 
-    model = _load_model(args.model, args.device)
-    for src, dst in _inputs(Path(args.input), Path(args.output)):
-        sev, colour = severity_map(model, read_image(src), device=args.device)
-        write_image(dst, colour)
+    dev = device(args.device)
+    pairs = _inputs(Path(args.input), Path(args.output))
+    check_output_paths(pairs, sidecars=(".npy",))
+    model = _load_model(args.model, dev)
+    for src, dst in pairs:
+        sev, colour = severity_map(model, read_image(src), device=dev)
         raw = dst.with_suffix(".npy")
-        values = sev.numpy()
-        atomic_write(raw, lambda tmp: _save_npy(tmp, values))  # noqa: B023 (used at once, in this iteration)
+        write_group({dst: encode_image(dst, colour), raw: _npy_bytes(sev.numpy())})
         print(f"{src} -> {dst} (+ {raw.name}; severity {sev.min():.3f} .. {sev.max():.3f})")
     return 0
 
 
 # ------------------------------------------------------------------------------------------------ main
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit 2, like every other error of the command (sub-parsers inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
+    p = _Parser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
     p.add_argument("--version", action="version", version=f"savl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("degrade", help="degrade an image (or a folder) with a named protocol")
     d.add_argument("input", help="HR image file or folder")
     d.add_argument("output", help="output image file or folder (a .json parameter record is written beside)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=seed_arg, default=0)
     d.add_argument("--protocol", default="realesrgan", help="realesrgan, bicubic, table5-type, manet-mode3, ...")
     d.add_argument("--params", help="replay a parameter record written by an earlier run (single file)")
     d.set_defaults(func=cmd_degrade)
@@ -215,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output")
     s.add_argument("--model", required=True, help="a .safetensors model written by savl (JSON config beside it)")
     s.add_argument("--tile", type=_tile_arg, default="256", help="LR tile side, 'auto' or 'none'")
-    s.add_argument("--overlap", type=int, default=16)
+    s.add_argument("--overlap", type=overlap_arg, default=16)
     s.add_argument("--device", default="cpu")
     s.add_argument("--bf16", action="store_true", help="bf16 autocast (falls back to fp32 on NaN/Inf)")
     s.set_defaults(func=cmd_sr)
@@ -236,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    try:  # building the parser imports the training code (and torch): Ctrl-C there is an interruption too
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except SavlError as e:
         print(f"savl: error: {e}", file=sys.stderr)

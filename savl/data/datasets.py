@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -379,15 +379,9 @@ def _combined(files: dict[str, str]) -> str:
 
 
 def _json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from savl.provenance import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 class FrozenValidationSet(Dataset):
@@ -432,8 +426,12 @@ class FrozenValidationSet(Dataset):
         if len(set(names)) != len(names):
             raise DataError("image names must be unique within a frozen set")
 
+        if path.is_dir() and any(path.iterdir()) and not (path / _MANIFEST).is_file():
+            raise DataError(f"{path}: a folder that is not a frozen set is there; it is never replaced")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".build"))
+        # Not mkdtemp: its 0700 would make the finished set private; mkdir gives 0777 less the umask.
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.build"
+        tmp.mkdir()
         try:
             (tmp / "hr").mkdir()
             (tmp / "lr").mkdir()

@@ -1,0 +1,88 @@
+"""Checks of command-line values shared by the subcommands (device, seed, tile overlap, the kind of model), so
+that a bad value is one line naming the option, before any work starts.
+
+torch is imported inside the functions: `savl --help` builds the parser without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from savl.errors import ConfigError, ModelFileError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: Seeds are stored as signed 64-bit integers by torch; anything outside [0, 2**63) is refused up front.
+SEED_LIMIT = 2**63
+
+
+def seed_arg(value: str) -> int:
+    """argparse type of `--seed`: an integer in [0, 2**63)."""
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2**63), got {value}")
+    return seed
+
+
+def overlap_arg(value: str) -> int:
+    """argparse type of `--overlap`: a non-negative integer (its bound against the tile is `check_overlap`)."""
+    try:
+        overlap = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if overlap < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {overlap}")
+    return overlap
+
+
+def check_overlap(tile: int | str | None, overlap: int) -> None:
+    """Neighbouring tiles share `overlap` pixels on each side, so it must stay under half a tile side."""
+    if overlap < 0:
+        raise ConfigError(f"--overlap must be 0 or more, got {overlap}")
+    if isinstance(tile, int) and 2 * overlap >= tile:
+        raise ConfigError(f"--overlap {overlap} must be less than half the tile ({tile}); lower it or raise --tile")
+
+
+def device(name: str) -> torch.device:
+    """`--device`: cpu, cuda, cuda:N, mps or auto (CUDA when there is one, else the CPU); one line otherwise."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r}: not a device (use cpu, cuda, cuda:N, mps or auto)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {name}: not supported (use cpu, cuda, cuda:N, mps or auto)")
+    return dev
+
+
+def require_sr_model(model: nn.Module, path: str | Path) -> int:
+    """The model's scale, or a one-line error when it is not a super-resolution network (an encoder, a SAVL
+    model, a decoder, a discriminator)."""
+    from savl.infer import model_scale
+    from savl.models.io import architecture_name
+
+    try:
+        return model_scale(model)
+    except ValueError:
+        raise ModelFileError(
+            f"{path}: {architecture_name(model)} is not a super-resolution network "
+            "(give an SR net, e.g. a run's final/srnet_ema.safetensors)"
+        ) from None
