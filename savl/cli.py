@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="cpu")
     sv.set_defaults(func=cmd_severity)
 
-    from savl.evaluate import add_eval_parser
+    from savl.eval_command import add_eval_parser
     from savl.train.command import add_train_parser
 
     add_train_parser(sub)

@@ -1,5 +1,7 @@
-"""Evaluation with an explicit protocol (DESIGN §5.1, §5.4): tiled x4 inference, per-image PSNR / SSIM /
-LPIPS, means, JSON with provenance, and tables laid out like the paper's Table 2.
+"""Evaluation with an explicit protocol (BasicSR's metric conventions, as the paper reports them): tiled x4
+inference, per-image PSNR / SSIM / LPIPS, means, JSON with provenance, and tables laid out like the paper's
+Table 2. Where the data comes from (`open_eval_data`) is savl.data.resolve, what a result records about its
+origin (`provenance`) is savl.provenance, and the `savl eval` parser is savl.eval_command.
 
 Every number this module reports travels with `EvalProtocol.describe()`, so a table always says how it
 was measured. LPIPS from a randomly initialised trunk (`LPIPS(pretrained=False)`, for tests) is reported
@@ -10,12 +12,9 @@ Images whose PSNR is infinite (a perfect output) make the mean infinite too; JSO
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from savl.data.resolve import open_eval_data
 from savl.errors import ConfigError, DataError
-from savl.provenance import atomic_write_text, cpu_model, git_commit, git_dirty
+from savl.provenance import atomic_write_text, hardware, provenance
 
 if TYPE_CHECKING:
     import torch
@@ -33,14 +33,15 @@ if TYPE_CHECKING:
 # torch is imported inside the functions that use it: `savl --help` builds this module's parser and should
 # not pay for importing torch.
 
+# `open_eval_data` (savl.data.resolve), `provenance` and `hardware` (savl.provenance) are re-exported here,
+# where callers have always found them; the `savl eval` parser lives in savl.eval_command.
 __all__ = [
     "BicubicUpsampler",  # noqa: F822 - provided by the module __getattr__ (built on first use)
     "EvalProtocol",
     "EvalResult",
-    "add_eval_parser",
-    "cmd_eval",
     "evaluate",
     "format_table",
+    "hardware",
     "open_eval_data",
     "provenance",
 ]
@@ -55,7 +56,7 @@ _DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4, "lpips_random_trunk": 4}
 # ------------------------------------------------------------------------------------------- protocol
 @dataclass
 class EvalProtocol:
-    """How numbers are measured (DESIGN §5.1, §5.4). `crop_border=None` means the scale (BasicSR).
+    """How numbers are measured (BasicSR conventions). `crop_border=None` means the scale (BasicSR).
 
     tile / overlap: LR tile side and overlap for `savl.infer.upscale` (None = whole image at once).
     lpips_net: the LPIPS backbone ("alex", "vgg", "squeeze") or None for no LPIPS.
@@ -171,75 +172,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- provenance
-def _git_commit() -> tuple[str, bool | None]:
-    """(commit, dirty) of the checkout holding this package; ("unknown", None) outside git."""
-    where = Path(__file__).resolve().parent
-    commit = git_commit(where)
-    dirty = git_dirty(where) if commit != "unknown" else None
-    if dirty is None:
-        return "unknown", None
-    return commit, dirty
-
-
-def _cpu_model() -> str:
-    cpu = cpu_model()
-    if cpu != "unknown":
-        return cpu
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def hardware(device: str | torch.device | None = None) -> dict:
-    """CPU model and count, and the GPU's name when the device is CUDA."""
-    import torch
-
-    info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    dev = torch.device(device) if device is not None else None
-    if dev is not None and dev.type == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(dev)
-    elif dev is not None and dev.type == "mps":
-        info["gpu"] = "Apple MPS"
-    else:
-        info["gpu"] = None
-    return info
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def provenance(
-    checkpoint: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    command: Sequence[str] | None = None,
-    **extra,
-) -> dict:
-    """What a result needs to be trusted later: command line, git commit, hardware, torch version,
-    checkpoint sha256 ("none" without a checkpoint file), savl version and time (UTC)."""
-    import torch
-
-    from savl import __version__
-
-    commit, dirty = _git_commit()
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    return {
-        "command": " ".join(command if command is not None else sys.argv),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "hardware": hardware(device),
-        "device": str(device) if device is not None else None,
-        "torch_version": torch.__version__,
-        "savl_version": __version__,
-        "checkpoint": str(ckpt) if ckpt is not None else None,
-        "checkpoint_sha256": _sha256(ckpt) if ckpt is not None and ckpt.is_file() else "none",
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
-    }
-
-
 def provenance_defaults(protocol: EvalProtocol) -> dict:
     out = provenance()
     out["protocol"] = protocol.to_dict()
@@ -303,7 +235,7 @@ def evaluate(
     lpips=None,
     progress: bool = False,
 ) -> EvalResult:
-    """Super-resolve every item of `dataset` with tiled inference and score it (DESIGN §5.1, §5.4).
+    """Super-resolve every item of `dataset` with tiled inference and score it (BasicSR metric conventions).
 
     dataset: items {"lr", "name"} with "hr" for paired sets (`PairedFolderDataset`, `FrozenValidationSet`,
     `LRFolderDataset`, or any indexable of such dicts). Items without "hr" are only super-resolved (and
@@ -457,209 +389,3 @@ def format_table(results: Mapping[str, EvalResult | Sequence[EvalResult]]) -> st
     if no_gt:
         lines.append("No ground truth (outputs only): " + ", ".join(no_gt) + ".")
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------------ data
-def _fingerprint(files: Iterable[Path], root: Path) -> str:
-    """A short version tag for a folder: sha256 of the relative names and sizes of its image files."""
-    h = hashlib.sha256()
-    for p in sorted(files):
-        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
-    return "files-" + h.hexdigest()[:12]
-
-
-class _Concat:
-    """Several datasets read as one (e.g. RealSR's Canon and Nikon test folders)."""
-
-    def __init__(self, parts: list):
-        self.parts = parts
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def __getitem__(self, i: int) -> dict:
-        for p in self.parts:
-            if i < len(p):
-                return p[i]
-            i -= len(p)
-        raise IndexError(i)
-
-
-def _paired_layout(folder: Path) -> str | None:
-    import re
-
-    subdirs = [p.name for p in folder.iterdir() if p.is_dir()]
-    lower = {s.lower() for s in subdirs}
-    if "hr" in lower and "lr" in lower:
-        return "folders"
-    if any(re.fullmatch(r".*_?HR", s, re.I) for s in subdirs) and any(
-        re.fullmatch(r".*_?LR", s, re.I) for s in subdirs
-    ):
-        return "drealsr"
-    if any(p.stem.endswith("_HR") for p in folder.iterdir() if p.is_file()):
-        return "realsr"
-    return None
-
-
-def _open_folder(folder: Path, scale: int):
-    """(dataset, kind, version) for a local folder: frozen set, paired layouts, or LR images only."""
-    from savl.data import FrozenValidationSet, LRFolderDataset, PairedFolderDataset
-    from savl.io import image_files
-
-    if (folder / "manifest.json").is_file():
-        fs = FrozenValidationSet.load(folder)
-        return fs, "frozen", "sha256-" + fs.hash[:12]
-    layout = _paired_layout(folder)
-    if layout is not None:
-        ds = PairedFolderDataset(folder, scale, layout=layout)
-        files = [p for _, lr, hr in ds.pairs for p in (lr, hr)]
-        return ds, f"paired ({layout})", _fingerprint(files, folder)
-    files = image_files(folder)
-    if files:
-        return LRFolderDataset(folder), "lr-only", _fingerprint(files, folder)
-    raise DataError(f"{folder}: no images, no lr/ and hr/ folders, no frozen-set manifest")
-
-
-def _open_catalog(name: str, scale: int, root: str | os.PathLike | None):
-    from savl.data import LRFolderDataset, PairedFolderDataset, data_root, load_catalog
-    from savl.io import image_files
-
-    entry = load_catalog()[name]
-    folder = data_root(root) / name
-    if not folder.is_dir():
-        raise DataError(f"{folder}: {name} is not downloaded (see `savl data download {name}`)")
-    if entry.layout == "paired":
-        checks = [pc for pc in entry.pairs if pc.scale == scale]
-        if not checks:
-            raise DataError(f"{name}: the catalog lists no x{scale} test folders")
-        parts, files = [], []
-        for pc in checks:
-            hits = sorted(q for q in folder.glob(pc.path) if q.is_dir())
-            if len(hits) != 1:
-                raise DataError(f"{folder / pc.path}: {len(hits)} matching folders, expected 1")
-            ds = PairedFolderDataset(hits[0], scale, layout=pc.layout)
-            parts.append(ds)
-            files += [p for _, lr, hr in ds.pairs for p in (lr, hr)]
-        return (parts[0] if len(parts) == 1 else _Concat(parts)), "paired", _fingerprint(files, folder)
-    if entry.layout == "lr":
-        dirs = []
-        for c in entry.counts:
-            for hit in sorted(q for q in folder.glob(c.path) if q.is_dir()):
-                tree = [hit, *sorted(q for q in hit.rglob("*") if q.is_dir())] if c.recursive else [hit]
-                dirs += [d for d in tree if image_files(d)]
-        if not dirs:
-            raise DataError(f"{folder}: no image folders found for {name}")
-        parts = [LRFolderDataset(d) for d in dirs]
-        files = [f for p in parts for f in p.files]
-        return (parts[0] if len(parts) == 1 else _Concat(parts)), "lr-only", _fingerprint(files, folder)
-    raise DataError(
-        f"{name}: an HR-only dataset; build a frozen validation set from it (savl.data.FrozenValidationSet.build) "
-        "and pass that folder to --data"
-    )
-
-
-def open_eval_data(data: str, scale: int = 4, root: str | os.PathLike | None = None):
-    """Resolve `--data`: a folder (frozen set, `lr/`+`hr/`, RealSR or DRealSR layout, or LR images only) or a
-    catalogued dataset name. Returns (dataset, name, version, kind)."""
-    from savl.data import list_datasets
-
-    path = Path(data)
-    if path.is_dir():
-        ds, kind, version = _open_folder(path, scale)
-        return ds, path.resolve().name, version, kind
-    if data in list_datasets():
-        ds, kind, version = _open_catalog(data, scale, root)
-        return ds, data, version, kind
-    raise DataError(f"{data}: neither a folder nor a catalogued dataset (see `savl data list`)")
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-def add_eval_parser(subparsers) -> None:
-    """Register `savl eval` on an argparse sub-parser collection (the lead wires it into savl/cli.py)."""
-    e = subparsers.add_parser(
-        "eval",
-        help="evaluate a model (PSNR/SSIM/LPIPS, DESIGN §5.4) on a paired folder, frozen set or dataset",
-        description="Tiled x4 evaluation with BasicSR metric conventions. LR-only folders: outputs are saved.",
-    )
-    e.add_argument("--model", required=True, help="savl model file (.safetensors with its .json), or 'bicubic'")
-    e.add_argument("--data", required=True, help="dataset name from the catalog, or a folder")
-    e.add_argument("--scale", type=int, default=4)
-    e.add_argument("--tile", default="256", help="LR tile side, or 'none' for whole images (default 256)")
-    e.add_argument("--overlap", type=int, default=16)
-    e.add_argument("--crop-border", type=int, default=None, help="pixels cropped per side (default: the scale)")
-    e.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of Y")
-    e.add_argument("--lpips", default="alex", choices=[*_LPIPS_NETS, "none"], help="LPIPS backbone (default alex)")
-    e.add_argument("--out", help="write the result as JSON (with provenance) to this file")
-    e.add_argument("--save-images", help="folder for the super-resolved images (required for LR-only data)")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--root", help="dataset root for catalog names (default: $SAVL_DATA_DIR or data/downloads)")
-    e.set_defaults(func=cmd_eval)
-
-
-def _load_eval_model(spec: str, scale: int) -> tuple[nn.Module, Path | None]:
-    if spec.lower() == "bicubic":
-        return __getattr__("BicubicUpsampler")(scale), None
-    from savl.models.io import load_model
-
-    path = Path(spec)
-    return load_model(path), (path if path.suffix == ".safetensors" else path.with_suffix(".safetensors"))
-
-
-def cmd_eval(args) -> int:
-    """`savl eval`: prints the table (or the saved outputs) and writes JSON when `--out` is given."""
-    from savl.errors import ModelFileError
-
-    tile = None if str(args.tile).lower() in ("none", "0") else _int_arg("--tile", args.tile)
-    dataset, name, version, kind = open_eval_data(args.data, args.scale, getattr(args, "root", None))
-    protocol = EvalProtocol(
-        scale=args.scale,
-        crop_border=args.crop_border,
-        y_channel=not args.rgb,
-        tile=tile,
-        overlap=args.overlap,
-        lpips_net=None if args.lpips == "none" else args.lpips,
-        dataset=name,
-        dataset_version=version,
-    )
-    device = _device(args.device)
-    model, checkpoint = _load_eval_model(args.model, args.scale)
-    try:
-        result = evaluate(model, dataset, protocol, device=device, save_dir=args.save_images, progress=True)
-    except ModelFileError as err:
-        if "LPIPS" in str(err):
-            raise ModelFileError(f"{err}; or pass --lpips none") from None
-        raise
-    method = Path(args.model).stem if checkpoint is not None else "Bicubic"
-    print(f"{result.summary()} [{kind}]")
-    if result.has_metrics:
-        print(format_table({method: result}), end="")
-    else:
-        print(f"Protocol: {protocol.describe()}.")
-    if args.save_images:
-        print(f"outputs: {args.save_images}")
-    if args.out:
-        prov = provenance(checkpoint=checkpoint, device=device, command=["savl", *sys.argv[1:]], data=str(args.data))
-        result.to_json(args.out, prov)
-        print(f"wrote {args.out}")
-    return 0
-
-
-def _int_arg(flag: str, value) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{flag}: expected an integer or 'none', got {value!r}") from None
-
-
-def _device(name: str) -> torch.device:
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {name}: MPS is not available on this machine")
-    return dev

@@ -1,13 +1,22 @@
-"""One place for what results files record about where they came from: CPU model, git commit, and the
-atomic write that puts them on disk (benchmarks, `savl.evaluate`, training runs and the book share these)."""
+"""One place for what results files record about where they came from: CPU model, git commit, hardware, the
+`provenance` record of an evaluation, and the atomic write that puts them on disk (benchmarks,
+`savl.evaluate`, training runs and the book share these)."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
+import platform
 import secrets
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +121,72 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _git_commit() -> tuple[str, bool | None]:
+    """(commit, dirty) of the checkout holding this package; ("unknown", None) outside git."""
+    where = Path(__file__).resolve().parent
+    commit = git_commit(where)
+    dirty = git_dirty(where) if commit != "unknown" else None
+    if dirty is None:
+        return "unknown", None
+    return commit, dirty
+
+
+def _cpu_model() -> str:
+    cpu = cpu_model()
+    if cpu != "unknown":
+        return cpu
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def hardware(device: str | torch.device | None = None) -> dict:
+    """CPU model and count, and the GPU's name when the device is CUDA."""
+    import torch
+
+    info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    elif dev is not None and dev.type == "mps":
+        info["gpu"] = "Apple MPS"
+    else:
+        info["gpu"] = None
+    return info
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance(
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    command: Sequence[str] | None = None,
+    **extra,
+) -> dict:
+    """What a result needs to be trusted later: command line, git commit, hardware, torch version,
+    checkpoint sha256 ("none" without a checkpoint file), savl version and time (UTC)."""
+    import torch
+
+    from savl import __version__
+
+    commit, dirty = _git_commit()
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    return {
+        "command": " ".join(command if command is not None else sys.argv),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "hardware": hardware(device),
+        "device": str(device) if device is not None else None,
+        "torch_version": torch.__version__,
+        "savl_version": __version__,
+        "checkpoint": str(ckpt) if ckpt is not None else None,
+        "checkpoint_sha256": _sha256(ckpt) if ckpt is not None and ckpt.is_file() else "none",
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }

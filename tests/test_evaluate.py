@@ -1,5 +1,5 @@
 """savl.evaluate: tiled evaluation reports what savl.metrics computes on the same outputs; JSON provenance;
-LR-only folders; folder/catalog resolution; the Table 2 layout; the `savl eval` handler (DESIGN §5.1, §5.4)."""
+LR-only folders; folder/catalog resolution; the Table 2 layout; the `savl eval` handler."""
 
 import hashlib
 import json
@@ -334,10 +334,10 @@ def test_cli_errors_are_one_line(paired_folder, tmp_path, monkeypatch, capsys):
 
 
 def test_importing_evaluate_does_not_import_torch():
-    # `savl --help` builds the eval parser from this module; it must stay cheap to import.
+    # `savl --help` builds the eval parser (savl.eval_command, which imports savl.evaluate): both stay cheap.
     import subprocess
     import sys
 
-    code = "import sys, savl.evaluate; print('torch' in sys.modules)"
+    code = "import sys, savl.evaluate, savl.eval_command; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -106,12 +106,3 @@ class Decoder(nn.Module):
         feat = feat + self.body_out(body)
         # Area-downsampled base as the skip: the head only predicts what the degradation changes.
         return F.avg_pool2d(base, c.scale) + self.tail(feat)
-
-
-def _register() -> None:
-    from savl.models.io import register_architecture
-
-    register_architecture(Decoder.architecture, Decoder, DecoderConfig)
-
-
-_register()

@@ -81,14 +81,6 @@ class UNetDiscriminatorSN(nn.Module):
         return self.conv9(out)
 
 
-def _build(config: DiscriminatorConfig) -> UNetDiscriminatorSN:
+def build_discriminator(config: DiscriminatorConfig) -> UNetDiscriminatorSN:
+    """The discriminator described by `config` (what `savl.models.io.load_model` calls)."""
     return UNetDiscriminatorSN(config.in_ch, config.base, config.skip)
-
-
-def _register() -> None:
-    from savl.models.io import register_architecture
-
-    register_architecture(UNetDiscriminatorSN.architecture, _build, DiscriminatorConfig)
-
-
-_register()

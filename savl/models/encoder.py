@@ -251,16 +251,3 @@ def _receptive_field_bound(config: EncoderConfig) -> int:
         if level < n - 1:
             rf += 2 * stride + 2 * 2 * stride + 2 * stride  # down conv, up conv, nearest-upsampling slack
     return rf + 2  # tail conv
-
-
-def _build_encoder(config: EncoderConfig) -> AmortizedEncoder:
-    return AmortizedEncoder(config)
-
-
-def _register() -> None:
-    from savl.models.io import register_architecture
-
-    register_architecture(AmortizedEncoder.architecture, _build_encoder, EncoderConfig)
-
-
-_register()

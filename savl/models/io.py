@@ -1,4 +1,4 @@
-"""Model files: safetensors weights + a JSON config (DESIGN §2, "Checkpoints are safetensors plus JSON").
+"""Model files: safetensors weights + a JSON config (never a pickle; `.pth` files are read weights-only).
 
 `save_model(model, path)` writes `path` (safetensors) and `path.with_suffix(".json")` (architecture, config,
 savl version). `load_model(path)` rebuilds the architecture from the JSON and loads the weights.
@@ -6,8 +6,9 @@ savl version). `load_model(path)` rebuilds the architecture from the JSON and lo
 `torch.load(weights_only=True)`) into an existing model, strips wrapper keys (`params`, `params_ema`,
 `module.`) and reports a size mismatch as the hyper-parameter that differs.
 
-Architectures register themselves with `register_architecture(name, builder, config_cls)`; a model that is
-saved must carry its dataclass config as `model.config`.
+The architectures `load_model` knows are listed in one table, `savl.models.registry.ARCHITECTURES`;
+`register_architecture(name, builder, config_cls)` adds one at run time (a test's or a user's own model). A
+model that is saved must carry its dataclass config as `model.config`.
 """
 
 from __future__ import annotations
@@ -25,18 +26,21 @@ from savl import __version__
 from savl.errors import ModelFileError
 from savl.provenance import atomic_write
 
-_ARCHITECTURES: dict[str, tuple[Callable, type]] = {}
+# Architectures added at run time by `register_architecture`; the built-in ones live in savl.models.registry.
+_ADDED: dict[str, tuple[Callable, type]] = {}
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 
 
 def register_architecture(name: str, builder: Callable, config_cls: type) -> None:
     """Make `load_model` able to rebuild `name` from its JSON config: `builder(config_cls(**cfg))`."""
-    _ARCHITECTURES[name] = (builder, config_cls)
+    _ADDED[name] = (builder, config_cls)
 
 
-def _ensure_registered() -> None:
-    # Importing the model modules registers their architectures; kept lazy so `savl.models.io` is cheap.
-    import savl.models.registry  # noqa: F401
+def _architectures() -> dict[str, tuple[Callable, type]]:
+    # The table imports every model module; read on first use so that importing `savl.models.io` stays cheap.
+    from savl.models.registry import ARCHITECTURES
+
+    return {**ARCHITECTURES, **_ADDED}
 
 
 def _config_dict(model: nn.Module) -> dict:
@@ -180,12 +184,12 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not sidecar.exists():
         raise ModelFileError(f"{sidecar}: no such file (a savl model needs its JSON config beside the weights)")
     meta = _read_sidecar(sidecar)
-    _ensure_registered()
+    architectures = _architectures()
     arch = meta["architecture"]
-    if arch not in _ARCHITECTURES:
-        known = ", ".join(sorted(_ARCHITECTURES)) or "none"
+    if arch not in architectures:
+        known = ", ".join(sorted(architectures)) or "none"
         raise ModelFileError(f"{sidecar}: unknown architecture {arch!r} (known: {known})")
-    builder, config_cls = _ARCHITECTURES[arch]
+    builder, config_cls = architectures[arch]
     try:
         config = _build_config(config_cls, meta["config"])
     except TypeError as e:

@@ -1,14 +1,25 @@
-"""Architectures that `savl.models.io.load_model` can rebuild from a JSON config.
+"""Every savl architecture that `savl.models.io.load_model` can rebuild from a model file's JSON config.
 
-Each model module registers itself on import (`register_architecture(...)` at its end); importing them here
-makes every savl architecture loadable by name.
+One table, name -> (builder, config class): `load_model` reads the name from the JSON sidecar and calls
+`builder(config_class(**config))`. The name is the class's `architecture` attribute, which `save_model` writes.
+To add an architecture, give its class an `architecture` name and a dataclass `.config`, and add a row here.
+This module imports the model modules; they never import it (or `savl.models.io`), so there is no cycle.
 """
 
-import savl.models.decoder  # noqa: F401
-import savl.models.discriminator  # noqa: F401
-import savl.models.encoder  # noqa: F401
-import savl.models.savl  # noqa: F401
-import savl.models.srnet  # noqa: F401
-from savl.models.io import register_architecture
+from collections.abc import Callable
 
-__all__ = ["register_architecture"]
+from savl.models.decoder import Decoder, DecoderConfig
+from savl.models.discriminator import DiscriminatorConfig, UNetDiscriminatorSN, build_discriminator
+from savl.models.encoder import AmortizedEncoder, EncoderConfig
+from savl.models.savl import SAVL, SAVLConfig
+from savl.models.srnet import DARHAGNet, SRNetConfig
+
+ARCHITECTURES: dict[str, tuple[Callable, type]] = {
+    AmortizedEncoder.architecture: (AmortizedEncoder, EncoderConfig),
+    Decoder.architecture: (Decoder, DecoderConfig),
+    SAVL.architecture: (SAVL.from_config, SAVLConfig),
+    DARHAGNet.architecture: (DARHAGNet, SRNetConfig),
+    UNetDiscriminatorSN.architecture: (build_discriminator, DiscriminatorConfig),
+}
+
+__all__ = ["ARCHITECTURES"]

@@ -222,12 +222,3 @@ class SAVL(nn.Module):
         if code.shape[0] != content_hr.shape[0]:
             code = code.expand(content_hr.shape[0], -1, -1, -1)
         return self.decoder(content_hr, code)
-
-
-def _register() -> None:
-    from savl.models.io import register_architecture
-
-    register_architecture(SAVL.architecture, SAVL.from_config, SAVLConfig)
-
-
-_register()

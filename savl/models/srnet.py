@@ -190,16 +190,3 @@ class DARHAGNet(nn.Module):
             "dsca": count(self.dsca),
             "backbone": count(self.sr),
         }
-
-
-def _build(config: SRNetConfig) -> DARHAGNet:
-    return DARHAGNet(config)
-
-
-def _register() -> None:
-    from savl.models.io import register_architecture
-
-    register_architecture(DARHAGNet.architecture, _build, SRNetConfig)
-
-
-_register()

@@ -1,4 +1,6 @@
-"""The staged training loop (DESIGN §5.1 schedule, §5.3 GAN stage, §6 DDP): `train(config) -> Run`.
+"""The staged training loop: `train(config) -> Run`, and `get_or_train`, which trains only when no finished
+run of the same config hash exists (it is here, not in `savl.train.run`, because `train` calls it for
+`init_from` and it calls `train`: one module, so the imports run one way, loop -> run).
 
 One call trains one stage. Adam (0.9, 0.99) with the step-halving lr of `TrainConfig.lr_at`, KL annealing
 inside SAVL (Eq. 29-30), optional gradient clipping, bf16 autocast (opt-in), torch.compile (opt-in, per
@@ -21,11 +23,11 @@ from torch import nn
 
 from savl.errors import ConfigError, SavlError
 from savl.train import checkpoint as ckpt
-from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, run_name
+from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, load_config, run_name
 from savl.train.data import BatchSource, _rank_seed, validation_set
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
-from savl.train.run import Run, get_or_train
+from savl.train.run import Run, find_run
 from savl.train.stages import Objective, build_models
 
 # Test hook (not a config key, so it never enters a config hash): after writing the checkpoint of this step,
@@ -48,13 +50,36 @@ def train(config, resume: bool = False, overrides=(), fresh: bool = False) -> Ru
         teardown(info)
 
 
+def get_or_train(config, root: str | Path | None = None, overrides=()) -> Run:
+    """Return the finished run of this config (matched by `config_hash`), training it first if there is none.
+
+    config: a TrainConfig, a dict or a YAML path. root: where runs live (default the config's `output`).
+    An unfinished run of the same name is resumed from its last checkpoint.
+    """
+    cfg = as_config(config, overrides)
+    if root is not None:
+        cfg = cfg.model_copy(update={"output": str(root)})
+    found = find_run(cfg)
+    if found is not None:
+        return found
+    run_dir = Path(cfg.output) / run_name(cfg)
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
+    if resume and (run_dir / "config.yaml").is_file():
+        try:
+            if config_hash(load_config(run_dir / "config.yaml")) != config_hash(cfg):
+                resume = False
+        except ConfigError:
+            resume = False
+    return train(cfg, resume=resume, fresh=not resume)
+
+
 def _resume_identity(cfg: TrainConfig) -> str:
     """What must match to resume: everything but the number of iterations (a run may be extended)."""
     return config_hash(cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"iterations": 1})}))
 
 
 def _psnr(sr: torch.Tensor, hr: torch.Tensor, border: int) -> torch.Tensor:
-    """Per-image PSNR on Y of 8-bit-rounded images (DESIGN §5.4): savl.metrics.psnr when present, else inline."""
+    """Per-image PSNR on Y of 8-bit-rounded images, as `savl eval` scores: savl.metrics.psnr, else inline."""
     try:
         from savl.metrics import psnr
     except ImportError:  # the metrics module is written concurrently; same BasicSR convention inline

@@ -1,4 +1,6 @@
-"""A finished (or running) training run on disk, and `get_or_train` (DESIGN §1, §3: cached by config hash)."""
+"""A finished (or running) training run on disk (`Run`), and `find_run`, which finds a finished run by its config
+hash. `get_or_train` (in `savl.train.loop`) trains when `find_run` finds nothing; this module never imports the
+loop, so the import runs one way: loop -> run."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from savl.errors import ConfigError, ModelFileError
-from savl.train.config import TrainConfig, as_config, config_hash, load_config, run_name
+from savl.errors import ModelFileError
+from savl.train.config import TrainConfig, config_hash, load_config, run_name
 from savl.train.records import read_metrics
 
 
@@ -94,28 +96,3 @@ def find_run(cfg: TrainConfig, root: Path | None = None) -> Run | None:
         if d.is_dir() and r.finished and r.hash == want:
             return r
     return None
-
-
-def get_or_train(config, root: str | Path | None = None, overrides=()) -> Run:
-    """Return the finished run of this config (matched by `config_hash`), training it first if there is none.
-
-    config: a TrainConfig, a dict or a YAML path. root: where runs live (default the config's `output`).
-    An unfinished run of the same name is resumed from its last checkpoint.
-    """
-    from savl.train.loop import train
-
-    cfg = as_config(config, overrides)
-    if root is not None:
-        cfg = cfg.model_copy(update={"output": str(root)})
-    found = find_run(cfg)
-    if found is not None:
-        return found
-    run_dir = Path(cfg.output) / run_name(cfg)
-    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
-    if resume and (run_dir / "config.yaml").is_file():
-        try:
-            if config_hash(load_config(run_dir / "config.yaml")) != config_hash(cfg):
-                resume = False
-        except ConfigError:
-            resume = False
-    return train(cfg, resume=resume, fresh=not resume)
