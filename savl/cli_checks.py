@@ -77,12 +77,12 @@ def require_sr_model(model: nn.Module, path: str | Path) -> int:
     """The model's scale, or a one-line error when it is not a super-resolution network (an encoder, a SAVL
     model, a decoder, a discriminator)."""
     from savl.infer import model_scale
-    from savl.models.io import architecture_name
 
     try:
         return model_scale(model)
     except ValueError:
+        kind = getattr(model, "architecture", type(model).__name__)
         raise ModelFileError(
-            f"{path}: {architecture_name(model)} is not a super-resolution network "
+            f"{path}: {kind} is not a super-resolution network "
             "(give an SR net, e.g. a run's final/srnet_ema.safetensors)"
         ) from None

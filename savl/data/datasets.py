@@ -379,9 +379,9 @@ def _combined(files: dict[str, str]) -> str:
 
 
 def _json_atomic(path: Path, obj) -> None:
-    from savl.provenance import atomic_write_text
+    from savl.io import write_group
 
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    write_group({path: (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()})
 
 
 class FrozenValidationSet(Dataset):
