@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv test lint book browser-test reproduce clean-book clean bench
+.PHONY: venv test lint book browser-test reproduce clean-book clean bench models
 
 venv: $(STAMP)
 
@@ -38,6 +38,12 @@ browser-test: $(STAMP)
 # The paper-profile chapters in order, headless, on a GPU (book/11_at_scale).
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/reproduce.sh --profile paper --device cuda --out runs/paper
+
+# The model zoo (models/): train every entry whose files are missing, resumably (runs/zoo/), and write its card.
+# `make book` never retrains what the zoo holds; `savl models verify` checks every file against its card.
+models: $(STAMP)
+	$(BIN)/savl models train
+	$(BIN)/savl models verify
 
 clean-book:
 	rm -rf book/_build _build

@@ -246,9 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from savl.eval_command import add_eval_parser
     from savl.train.command import add_train_parser
+    from savl.zoo_command import add_models_parser
 
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_models_parser(sub)
     return p
 
 

@@ -27,6 +27,8 @@ LAYERS = [
     {"savl.provenance", "savl.data", "savl.analysis", "savl.cli_checks"},
     {"savl.models", "savl.evaluate", "savl.book"},
     {"savl.train", "savl.eval_command"},
+    {"savl.zoo"},
+    {"savl.zoo_command"},
     {"savl.cli"},
     {"savl.__main__"},
 ]

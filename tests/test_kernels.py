@@ -1,7 +1,9 @@
-"""Blur kernels (DESIGN §5.3, §5.5) against closed forms: moments, spectra, exact rebuilds."""
+"""Blur kernels (Real-ESRGAN's families, MANet's Gaussians) against closed forms, moments, spectra, exact rebuilds
+and golden kernels from MANet's own code."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,20 +141,32 @@ def test_motion_kernel_horizontal_is_a_row():
 
 @pytest.mark.parametrize("sig1,sig2,theta", [(4.0, 1.0, 0.0), (6.0, 2.0, 0.8), (2.0, 5.0, -1.3)])
 def test_manet_kernel_uses_variances(sig1, sig2, theta):
-    # A large grid removes truncation; covariance must equal R diag(sig1, sig2) R^T (variances, not stds).
+    # A large lattice removes truncation; covariance must equal R diag(sig1, sig2) R^T (variances, not stds).
     k = K.manet_kernel(sig1, sig2, theta, scale=4, size=61, grid=61)
     mean, cov = moments(k)
     assert np.allclose(cov, rotated_cov(sig1, sig2, theta), rtol=0.02, atol=0.01)
-    assert np.allclose(mean, [61 // 2 - 1.5] * 2, atol=1e-3)  # MANet's shift for x4 subsampling
+    assert np.allclose(mean, [30, 30], atol=1e-3)  # centred on the lattice
 
 
-def test_manet_kernel_default_layout_is_18x18_in_the_top_left_corner():
-    k = K.manet_kernel(1.0, 0.5, 0.3)
+@pytest.mark.parametrize("scale,lattice", [(4, 18), (3, 19), (2, 20)])
+def test_manet_kernel_lattice_is_size_minus_scale_plus_one_in_the_top_left_corner(scale, lattice):
+    k = K.manet_kernel(1.0, 0.5, 0.3, scale=scale)
     assert k.shape == (21, 21)
-    assert k[18:].abs().sum() == 0 and k[:, 18:].abs().sum() == 0
+    assert k[lattice:].abs().sum() == 0 and k[:, lattice:].abs().sum() == 0
+    assert K.manet_kernel(6.0, 4.0, 0.3, scale=scale)[lattice - 1].sum() > 0  # a wide kernel fills the lattice
     mean, cov = moments(k)
-    assert np.allclose(mean, [7.5, 7.5], atol=1e-3)
+    c = (lattice - 1) / 2  # (8.5, 8.5) at x4
+    assert np.allclose(mean, [c, c], atol=1e-3)
     assert np.allclose(cov, rotated_cov(1.0, 0.5, 0.3), rtol=0.03, atol=0.01)
+
+
+def test_manet_kernel_equals_manets_own_kernels():
+    """Golden kernels from MANet's code (fixtures/manet_sv_golden.md): mode 4 at three blocks of a 3x4 grid."""
+    with np.load(Path(__file__).resolve().parent / "fixtures" / "manet_sv_golden.npz") as g:
+        want, blocks, table = g["kernels_mode4"], g["kernels_mode4_blocks"], g["table_mode4"].astype(np.float64)
+    for (i, j), kern in zip(blocks, want):
+        got = K.manet_kernel(*table[i, j], scale=4)
+        np.testing.assert_allclose(got.numpy(), kern, rtol=1e-5, atol=1e-8)
 
 
 def test_random_kernel_record_rebuilds_exactly_through_json(generator):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from savl.degrade.protocols import HAZE_AIRLIGHT, HAZE_BETA, MOTION_LENGTH, PROTOCOLS, get_protocol
-from savl.degrade.spatial import haze, motion_blur, to_8bit
+from savl.degrade.spatial import haze, manet_degrade, motion_blur, to_8bit
 from savl.errors import ConfigError
 from savl.imresize import imresize
 
@@ -89,6 +89,14 @@ def test_ood_params_lie_in_their_ranges_and_define_the_output(hr):
     p = params[0]
     assert HAZE_BETA[0] <= p["beta"] <= HAZE_BETA[1] and HAZE_AIRLIGHT[0] <= p["airlight"] <= HAZE_AIRLIGHT[1]
     assert torch.equal(lr, to_8bit(imresize(haze(hr, p["beta"], p["airlight"]), scale=1 / 4)))
+
+
+@pytest.mark.parametrize("mode", [2, 5])
+def test_manet_protocol_is_manet_degrade_at_x4_with_noise_15(mode, hr):
+    lr, params = get_protocol(f"manet-mode{mode}")(hr, torch.Generator().manual_seed(2))
+    want, _, want_params = manet_degrade(hr, mode, torch.Generator().manual_seed(2), scale=4, noise=15)
+    assert torch.equal(lr, want) and params == want_params
+    assert params[0]["noise"] == 15 and params[0]["scale"] == 4 and params[0]["block"] == 40
 
 
 def test_table5_protocol_uses_64_pixel_patches(hr):

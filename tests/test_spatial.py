@@ -1,12 +1,14 @@
 """Spatially varying degradations: per-pixel blur, Table 5 patches, MANet modes, haze and motion blur.
 
 References: a direct numpy loop and scipy.ndimage.correlate (per-pixel blur), scipy truncated-normal moments
-(MANet kernels), ops.filter2d + [0::4] (MANet pipeline), scipy.ndimage.gaussian_filter (Table 5 blur), the
-censored-normal std by quadrature (Table 5 noise) and the scattering model's closed form (haze).
+(MANet kernels), ops.filter2d + [0::4] (MANet pipeline), golden LR images from MANet's own code
+(fixtures/manet_sv_golden.md), scipy's Kolmogorov-Smirnov test (MANet mode 5), scipy.ndimage.gaussian_filter
+(Table 5 blur), the censored-normal std by quadrature (Table 5 noise) and the scattering model's closed form (haze).
 """
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from savl.degrade.spatial import (
     TABLE5_SETTINGS,
     PatchClass,
     haze,
+    manet_ab,
+    manet_block_coordinates,
     manet_degrade,
     manet_kernel_params,
     manet_kernels,
@@ -107,46 +111,94 @@ def _second_moments(k):
     return np.linalg.eigvalsh(cov), cov
 
 
-def test_manet_mode1_kernel_variances_at_x0_and_x1():
-    table = manet_kernel_params(1, (2, 5))
+def test_manet_mode1_kernel_variances_down_the_rows():
+    table = manet_kernel_params(1, (5, 2))
     kernels = manet_kernels(table)
     a, b = MANET_A, MANET_B
     np.testing.assert_allclose(table[0, 0], [a + b, b, 0.0])
-    np.testing.assert_allclose(table[1, -1], [a + b, a + b, 0.0])
-    # The 18x18 grid truncates the variance-10 Gaussian to offsets [-8, 10] about its mean (7.5):
-    # the continuous truncated normal on that interval is the reference for the large eigenvalue.
+    np.testing.assert_allclose(table[4, 1], [a + b, 0.8 * a + b, 0.0])  # row coordinate 4/5: never a + b
+    # The 18x18 lattice samples the variance-10 Gaussian at offsets -8.5 .. 8.5 about its mean (8.5), the
+    # midpoints of unit cells covering [-9, 9]: the continuous truncated normal on [-9, 9] is the reference.
     s = math.sqrt(a + b)
-    big = stats.truncnorm(-8 / s, 10 / s, scale=s).var()
+    big = stats.truncnorm(-9 / s, 9 / s, scale=s).var()
     eig0, cov0 = _second_moments(kernels[0, 0])
-    eig1, _ = _second_moments(kernels[1, -1])
     np.testing.assert_allclose(eig0, [b, big], rtol=1e-2)
-    np.testing.assert_allclose(eig1, [big, big], rtol=1e-2)
     # theta = 0: sig1 lies along the columns (x), sig2 along the rows (y).
     assert cov0[0, 0] > cov0[1, 1] and abs(cov0[0, 1]) < 1e-9
-    # The middle block (x = 0.5) has sig2 = a / 2 + b, small enough to be barely truncated.
-    eig_mid, _ = _second_moments(kernels[0, 2])
-    assert eig_mid[0] == pytest.approx(a / 2 + b, rel=0.02)
+    # Row coordinate 2/5: sig2 = 0.4 a + b, small enough to be barely truncated.
+    eig_mid, _ = _second_moments(kernels[2, 1])
+    assert eig_mid[0] == pytest.approx(0.4 * a + b, rel=0.02)
 
 
-def test_manet_tables_of_each_mode():
+def test_manet_block_coordinates_and_tables_of_each_mode():
     a, b = MANET_A, MANET_B
+    np.testing.assert_array_equal(manet_block_coordinates(4), [0, 0.25, 0.5, 0.75])  # j / n, never 1
+    rows = np.array([0, 1 / 3, 2 / 3])[:, None]  # 3 block rows
+    cols = np.array([0, 1 / 4, 2 / 4, 3 / 4])[None, :]  # 4 block columns
     t2 = manet_kernel_params(2, (3, 4))
-    np.testing.assert_allclose(t2[0, 0], [b, b, 0])
-    np.testing.assert_allclose(t2[-1, -1], [a + b, a + b, 0])
-    np.testing.assert_allclose(t2[2, 0], [a + b, b, 0])  # y = 1 at the bottom row, x = 0 at the left
+    np.testing.assert_allclose(t2[..., 0], np.broadcast_to(a * cols + b, (3, 4)))  # sig1 along the columns
+    np.testing.assert_allclose(t2[..., 1], np.broadcast_to(a * rows + b, (3, 4)))  # sig2 down the rows
     t3 = manet_kernel_params(3, (3, 4))
-    np.testing.assert_allclose(t3[1, :, 2], np.pi * np.array([0, 1 / 3, 2 / 3, 1]))
+    np.testing.assert_allclose(t3[..., 2], np.broadcast_to(np.pi * rows, (3, 4)))  # theta down the rows
     np.testing.assert_allclose(t3[..., :2], np.broadcast_to([a + b, b], (3, 4, 2)))
     t4 = manet_kernel_params(4, (3, 4))
     np.testing.assert_allclose(t4[..., :2], t2[..., :2])
     np.testing.assert_allclose(t4[..., 2], t3[..., 2])
-    t5 = manet_kernel_params(5, (20, 20), _gen(1))
-    assert (t5[..., :2] >= b).all() and (t5[..., :2] <= a + b).all()
-    assert (t5[..., 2] >= 0).all() and (t5[..., 2] <= np.pi).all()
-    # Uniform draws: the mean of 400 U(b, a + b) lies near the middle (5 standard errors).
-    assert abs(t5[..., 0].mean() - (b + a / 2)) < 5 * a / math.sqrt(12 * 400)
     with pytest.raises(ConfigError, match="mode"):
         manet_kernel_params(6, (2, 2))
+
+
+def test_manet_ab_follows_the_scale():
+    assert manet_ab(4) == pytest.approx((9.3, 0.7))
+    assert manet_ab(2) == pytest.approx((4.65, 0.35))
+    with pytest.raises(ConfigError, match="scale"):
+        manet_ab(0)
+
+
+# MANet's own test-set code on a 100x140 crop (3x4 blocks, the last ones partial): see fixtures/manet_sv_golden.md.
+GOLDEN = Path(__file__).resolve().parent / "fixtures" / "manet_sv_golden.npz"
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(GOLDEN) as g:
+        return {k: g[k] for k in g.files}
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3, 4])
+def test_manet_noise_free_lr_equals_manets_own_code(golden, mode):
+    hr = torch.from_numpy(golden["hr"]).float()[None] / 255
+    lr, kmap, params = manet_degrade(hr, mode, _gen(0), noise=0)
+    want = torch.from_numpy(golden[f"lr_mode{mode}"]).float()[None] / 255
+    assert lr.shape == want.shape == (1, 3, 25, 35)
+    diff = (lr - want).abs()
+    assert diff.max() <= 1 / 255 + 1e-6  # within one 8-bit level (float32 sums may round a tie differently)
+    assert (diff < 1e-6).float().mean() > 0.99
+    table = golden[f"table_mode{mode}"].astype(np.float64)
+    np.testing.assert_allclose(np.stack([params[0][k] for k in ("sig1", "sig2", "theta")], -1), table, atol=1e-5)
+    # The LR kernel map: LR pixel (i, j) comes from HR pixel (4i, 4j), in block (4i // 40, 4j // 40).
+    np.testing.assert_allclose(kmap[0, :, 10, 20].numpy(), table[1, 2], atol=1e-5)
+    np.testing.assert_allclose(kmap[0, :, 24, 34].numpy(), table[2, 3], atol=1e-5)
+
+
+def test_manet_mode5_draws_independent_uniform_parameters_per_block():
+    """Mode 5: sig1, sig2 ~ U(b, a + b) and theta ~ U(0, pi), independently per block (Table 4's last column)."""
+    a, b = MANET_A, MANET_B
+    t = manet_kernel_params(5, (30, 30), _gen(1))
+    sig1, sig2, theta = (t[..., i].ravel() for i in range(3))
+    for v, lo, width in ((sig1, b, a), (sig2, b, a), (theta, 0.0, np.pi)):
+        assert stats.kstest(v, stats.uniform(lo, width).cdf).pvalue > 1e-3
+        assert lo <= v.min() and v.max() <= lo + width
+    # No correlation between the three values of a block, nor between horizontal neighbours (900 blocks:
+    # the standard error of a correlation coefficient is 1/30).
+    for u, v in ((sig1, sig2), (sig1, theta), (sig2, theta), (t[:, :-1, 0].ravel(), t[:, 1:, 0].ravel())):
+        assert abs(np.corrcoef(u, v)[0, 1]) < 4 / 30
+    # Each image of a batch draws its own table; the kernel map follows it.
+    hr = torch.rand(2, 3, 80, 120, generator=_gen(2))
+    _, kmap, params = manet_degrade(hr, 5, _gen(3), noise=0)
+    assert params[0]["sig1"] != params[1]["sig1"]
+    np.testing.assert_allclose(kmap[1, :, 10, 20].numpy(), [params[1][k][1][2] for k in ("sig1", "sig2", "theta")],
+                               rtol=1e-6)
 
 
 def test_manet_constant_image_stays_constant_up_to_noise():
@@ -162,8 +214,8 @@ def test_manet_constant_image_stays_constant_up_to_noise():
 
 
 def test_manet_uniform_mode_equals_filter2d_and_subsampling(generator):
-    # One 40-pixel block column: x = 0 everywhere, so mode 1 uses one kernel (a + b, b, 0) on the whole image.
-    hr = torch.rand(1, 3, 120, 40, generator=generator)
+    # One 40-pixel block row: row coordinate 0 everywhere, so mode 1 uses one kernel (a + b, b, 0) on the image.
+    hr = torch.rand(1, 3, 40, 120, generator=generator)
     lr, kmap, _ = manet_degrade(hr, 1, _gen(0), noise=0)
     kern = manet_kernel(MANET_A + MANET_B, MANET_B, 0.0)
     ref = to_8bit(filter2d(hr, kern)[..., ::4, ::4])
@@ -201,8 +253,11 @@ def test_manet_is_seeded_and_replays_from_json(generator):
     assert torch.equal(lr, replay) and torch.equal(kmap, kmap2)
     with pytest.raises(ConfigError, match="one params dict per image"):
         manet_replay(hr, params[:1])
-    with pytest.raises(ConfigError, match="a and b"):
-        manet_degrade(hr, 1, _gen(0), scale=2)
+    # Other scales take MANet's a and b for that scale: at x2 the variances start at b = 0.35.
+    lr2, _, params2 = manet_degrade(hr, 1, _gen(0), scale=2)
+    assert lr2.shape == (2, 3, 40, 40)
+    np.testing.assert_allclose(params2[0]["sig1"][0][0], 5.0)
+    np.testing.assert_allclose(params2[0]["sig2"][0][0], 0.35)
 
 
 # -------------------------------------------------------------------------------------------- Table 5

@@ -1,4 +1,4 @@
-"""Blur kernels of the Real-ESRGAN degradation space and MANet's spatially variant Gaussians (DESIGN §5.3, §5.5).
+"""Blur kernels of the Real-ESRGAN degradation space and MANet's spatially variant Gaussians (paper §4.1, Table 4).
 
 Conventions shared by every kernel here:
 
@@ -45,7 +45,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def covariance(sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
-    """``R(theta) diag(sigma_x^2, sigma_y^2) R(theta)^T`` in (x, y) coordinates (std convention, §5.3)."""
+    """``R(theta) diag(sigma_x^2, sigma_y^2) R(theta)^T`` in (x, y) coordinates (standard deviations)."""
     c, s = math.cos(theta), math.sin(theta)
     rot = np.array([[c, -s], [s, c]])
     return rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T
@@ -65,13 +65,13 @@ def _normalised(k: np.ndarray) -> torch.Tensor:
 
 
 def bivariate_gaussian(size: int, sigma_x: float, sigma_y: float, theta: float = 0.0) -> torch.Tensor:
-    """Anisotropic Gaussian ``exp(-0.5 d' S^-1 d)`` (DESIGN §5.3); isotropic when ``sigma_x == sigma_y``."""
+    """Anisotropic Gaussian ``exp(-0.5 d' S^-1 d)`` (Real-ESRGAN); isotropic when ``sigma_x == sigma_y``."""
     size = _check_size(size)
     return _normalised(np.exp(-0.5 * _mahalanobis(size, sigma_x, sigma_y, theta)))
 
 
 def generalized_gaussian(size: int, sigma_x: float, sigma_y: float, theta: float, beta: float) -> torch.Tensor:
-    """Generalized Gaussian ``exp(-0.5 (d' S^-1 d)^beta)`` (DESIGN §5.3); ``beta = 1`` is the Gaussian."""
+    """Generalized Gaussian ``exp(-0.5 (d' S^-1 d)^beta)`` (Real-ESRGAN); ``beta = 1`` is the Gaussian."""
     size = _check_size(size)
     if beta <= 0:
         raise ConfigError(f"generalized Gaussian beta must be positive, got {beta}")
@@ -79,7 +79,7 @@ def generalized_gaussian(size: int, sigma_x: float, sigma_y: float, theta: float
 
 
 def plateau(size: int, sigma_x: float, sigma_y: float, theta: float, beta: float) -> torch.Tensor:
-    """Plateau-shaped kernel ``1 / (1 + (d' S^-1 d)^beta)`` (DESIGN §5.3)."""
+    """Plateau-shaped kernel ``1 / (1 + (d' S^-1 d)^beta)`` (Real-ESRGAN)."""
     size = _check_size(size)
     if beta <= 0:
         raise ConfigError(f"plateau beta must be positive, got {beta}")
@@ -96,7 +96,7 @@ def pad_kernel(kernel: torch.Tensor, pad_to: int) -> torch.Tensor:
 
 
 def sinc_kernel(size: int, cutoff: float, pad_to: int | None = 21) -> torch.Tensor:
-    """Circular low-pass (2-D sinc) kernel with angular cut-off ``cutoff`` in (0, pi] (DESIGN §5.3).
+    """Circular low-pass (2-D sinc) kernel with angular cut-off ``cutoff`` in (0, pi] (Real-ESRGAN).
 
     ``h(r) = cutoff J1(cutoff r) / (2 pi r)`` is the inverse Fourier transform of the disc of radius
     ``cutoff``; at ``r = 0`` the limit ``cutoff^2 / (4 pi)`` is used. Truncated to ``size``, normalised,
@@ -148,33 +148,38 @@ def motion_kernel(size: int, length: float, angle: float, samples_per_pixel: int
 def manet_kernel(
     sig1: float, sig2: float, theta: float, scale: int = 4, size: int = 21, grid: int | None = None
 ) -> torch.Tensor:
-    """MANet's anisotropic Gaussian (DESIGN §5.5): ``sig1``, ``sig2`` are covariance EIGENVALUES (variances).
+    """MANet's anisotropic Gaussian blur kernel: ``sig1``, ``sig2`` are covariance EIGENVALUES (variances).
 
-    As in MANet, the Gaussian is evaluated on a ``grid x grid`` lattice (default ``4 * scale + 2``, 18 at x4,
-    capped at ``size``) with its mean at ``grid // 2 - (scale - 1) / 2`` in each axis (the shift that aligns a
-    later ``[::scale]`` subsampling), normalised, and placed in the top-left corner of a ``size x size`` kernel.
+    MANet (Liang et al., ICCV 2021, the kernels of the paper's Table 4) evaluates the Gaussian on a
+    ``grid x grid`` lattice, ``grid = size - scale + 1`` by default (18 at x4 in a 21x21 kernel), centred on the
+    lattice's middle (offsets ``i - (grid - 1) / 2``), with covariance ``R(theta) diag(sig1, sig2) R(theta)^T``
+    in (column, row) coordinates. Values below machine epsilon times the peak are set to zero, the lattice is
+    normalised and placed in the top-left corner of a zero ``size x size`` kernel. At x4 the kernel's centre
+    therefore lies at (8.5, 8.5), 1.5 pixels up and left of the 21x21 grid's centre (10, 10).
     """
     if sig1 <= 0 or sig2 <= 0:
         raise ConfigError(f"MANet kernel variances must be positive, got sig1={sig1}, sig2={sig2}")
-    g = min(grid if grid is not None else 4 * scale + 2, size)
-    mu = g // 2 - 0.5 * (scale - 1)
+    g = grid if grid is not None else size - scale + 1
+    if not 1 <= g <= size:
+        raise ConfigError(f"MANet kernel lattice must lie in 1..{size}, got {g} (scale {scale}, size {size})")
     c, s = math.cos(theta), math.sin(theta)
     rot = np.array([[c, -s], [s, c]])
     inv = np.linalg.inv(rot @ np.diag([sig1, sig2]) @ rot.T)
-    ax = np.arange(g, dtype=np.float64) - mu
-    xx, yy = np.meshgrid(ax, ax)
-    q = inv[0, 0] * xx * xx + (inv[0, 1] + inv[1, 0]) * xx * yy + inv[1, 1] * yy * yy
+    ax = np.arange(g, dtype=np.float64) - (g - 1) / 2
+    xx, yy = np.meshgrid(ax, ax)  # xx: column offset, yy: row offset
+    k = np.exp(-0.5 * (inv[0, 0] * xx * xx + (inv[0, 1] + inv[1, 0]) * xx * yy + inv[1, 1] * yy * yy))
+    k[k < np.finfo(np.float64).eps * k.max()] = 0  # MANet drops the negligible tail values
     out = torch.zeros(size, size)
-    out[:g, :g] = _normalised(np.exp(-0.5 * q))
+    out[:g, :g] = _normalised(k)
     return out
 
 
 # --------------------------------------------------------------------------------------------------
-# Real-ESRGAN's random draws (DESIGN §5.3)
+# Real-ESRGAN's random draws
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class KernelConfig:
-    """One blur stage of Real-ESRGAN (defaults: first stage of DESIGN §5.3)."""
+    """One blur stage of Real-ESRGAN (defaults: Real-ESRGAN's first blur stage)."""
 
     kernel_list: tuple[str, ...] = KERNEL_TYPES
     kernel_prob: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
@@ -233,19 +238,19 @@ def _choice(generator: torch.Generator | None, probs) -> int:
 
 
 def _draw_beta(generator: torch.Generator | None, lo: float, hi: float) -> float:
-    """Half the time U(lo, 1), half U(1, hi) (Real-ESRGAN's beta draw, §5.3)."""
+    """Half the time U(lo, 1), half U(1, hi) (Real-ESRGAN's beta draw)."""
     if _uniform(generator, 0.0, 1.0) < 0.5:
         return _uniform(generator, lo, 1.0) if lo < 1 else 1.0
     return _uniform(generator, 1.0, hi) if hi > 1 else 1.0
 
 
 def sinc_cutoff_range(size: int) -> tuple[float, float]:
-    """Real-ESRGAN's cut-off range: U(pi/3, pi) for sizes below 13, else U(pi/5, pi) (§5.3)."""
+    """Real-ESRGAN's cut-off range: U(pi/3, pi) for sizes below 13, else U(pi/5, pi)."""
     return (math.pi / 3, math.pi) if size < 13 else (math.pi / 5, math.pi)
 
 
 def random_kernel_record(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> dict:
-    """The parameters of one Real-ESRGAN blur kernel draw (§5.3), without building it; see :func:`random_kernel`."""
+    """The parameters of one Real-ESRGAN blur kernel draw, without building it; see :func:`random_kernel`."""
     cfg = stage_cfg if isinstance(stage_cfg, KernelConfig) else KernelConfig.from_dict(stage_cfg)
     size = cfg.sizes[_choice(generator, [1.0] * len(cfg.sizes))]
     if _uniform(generator, 0.0, 1.0) < cfg.sinc_prob:
@@ -268,7 +273,7 @@ def random_kernel_record(stage_cfg: KernelConfig | dict, generator: torch.Genera
 
 
 def random_kernel(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> tuple[torch.Tensor, dict]:
-    """One Real-ESRGAN blur kernel draw (§5.3): ``(kernel (pad_to, pad_to), record)``.
+    """One Real-ESRGAN blur kernel draw: ``(kernel (pad_to, pad_to), record)``.
 
     Size is drawn from ``sizes``; with ``sinc_prob`` a sinc kernel (cut-off by ``sinc_cutoff_range``), otherwise
     a type by ``kernel_prob``: isotropic types draw one sigma and no rotation, anisotropic types draw both sigmas
@@ -286,7 +291,7 @@ def random_final_record(
     cutoff_range: tuple[float, float] = (math.pi / 3, math.pi),
     pad_to: int = 21,
 ) -> dict:
-    """Record of Real-ESRGAN's final filter (§5.3): with ``prob`` a sinc with cut-off U(pi/3, pi), else the pulse."""
+    """Record of Real-ESRGAN's final filter: with ``prob`` a sinc with cut-off U(pi/3, pi), else the pulse."""
     size = sizes[_choice(generator, [1.0] * len(sizes))]
     if _uniform(generator, 0.0, 1.0) < prob:
         return {"type": "sinc", "size": size, "cutoff": _uniform(generator, *cutoff_range), "pad_to": pad_to}

@@ -5,13 +5,16 @@ batch and one JSON-serialisable params dict per image; ``replay(hr, params)`` re
 (also after a JSON round trip of the params). Every protocol ends with clamping and 8-bit rounding, as the
 LR images of the paper's data are 8-bit files. All protocols are x4.
 
-| name | what (DESIGN section) |
+| name | what (where in the paper) |
 |---|---|
-| ``realesrgan`` | the two-stage Real-ESRGAN pipeline with its default config (§5.3) |
+| ``realesrgan`` | the two-stage Real-ESRGAN pipeline with its default config (the training data, §4.1) |
 | ``bicubic`` | MATLAB bicubic x1/4 (the content operator D, §3.1) |
-| ``table5-type``, ``table5-blur``, ``table5-noise`` | random degradation per 64x64 HR patch (Table 5, §5.1) |
-| ``manet-mode1`` .. ``manet-mode5`` | MANet's spatially variant kernels, noise 15 (Table 4, §5.5) |
+| ``table5-type``, ``table5-blur``, ``table5-noise`` | random degradation per 64x64 HR patch (Table 5, A.5.1) |
+| ``manet-mode1`` .. ``manet-mode5`` | MANet's spatially variant kernels at x4, noise 15 (Table 4, A.3) |
 | ``ood-motion``, ``ood-haze`` | out-of-distribution motion blur and haze, then bicubic x1/4 (A.7) |
+
+The MANet protocols generate the LR images as MANet's own test-set code does (see
+:func:`savl.degrade.spatial.manet_degrade`), as the paper's Table 4 numbers come from that protocol.
 """
 
 from __future__ import annotations
@@ -193,9 +196,9 @@ def _haze_replay(hr, params):
 # ------------------------------------------------------------------------------------------- registry
 def _build() -> dict[str, Protocol]:
     entries: list[tuple[str, str, Run, Replay]] = [
-        ("realesrgan", "Real-ESRGAN two-stage degradation, default config (DESIGN §5.3)", _realesrgan_run,
+        ("realesrgan", "Real-ESRGAN two-stage degradation, default config", _realesrgan_run,
          _realesrgan_replay),
-        ("bicubic", "MATLAB bicubic x1/4 (DESIGN §5.4)", _bicubic_run, _bicubic_replay),
+        ("bicubic", "MATLAB bicubic x1/4", _bicubic_run, _bicubic_replay),
     ]  # fmt: skip
     for setting, what in (("type", "noise / blur / JPEG"), ("blur", "blur sigma"), ("noise", "noise std")):
         entries.append(

@@ -1,10 +1,10 @@
-"""Spatially varying degradations (DESIGN §5.1 Table 5, §5.5 Table 4, paper A.7).
+"""Spatially varying degradations (the paper's Table 5 in A.5.1, Table 4 in A.3, and A.7).
 
 Three families, all on (B, C, H, W) float images in [0, 1], on any device:
 
 * :func:`patchwise` — Table 5's protocol: an HR image cut into a grid of patches, each patch given a random
   degradation class (type, blur level or noise level), returned with its per-pixel label map.
-* :func:`manet_degrade` — MANet's spatially variant Gaussian kernels (modes 1–5 of §5.5), the Table 4 protocol.
+* :func:`manet_degrade` — MANet's spatially variant Gaussian kernels (modes 1–5), the Table 4 protocol.
 * :func:`motion_blur` and :func:`haze` — the out-of-distribution degradations of A.7.
 
 Randomness is drawn from the caller's ``torch.Generator``; every random draw that the output depends on is
@@ -83,7 +83,7 @@ def _get(p: dict, key: str, what: str) -> Any:
 def spatially_variant_blur(
     x: torch.Tensor, kernels: torch.Tensor, block: int = 1, stride: int = 1, max_elements: int = 2**24
 ) -> torch.Tensor:
-    """Correlate each output pixel with its own kernel, with replication padding (MANet's convention, §5.5).
+    """Correlate each output pixel with its own kernel, with replication padding (MANet's convention).
 
     ``kernels`` is (B, ceil(H / block), ceil(W / block), k, k), odd k: with ``block = 1`` one kernel per pixel;
     with ``block = 40`` one kernel per 40x40 block (MANet), expanded to pixels strip by strip so the full
@@ -192,7 +192,7 @@ class PatchClass:
         return f"{self.kind} {unit}={self.value:g}"
 
 
-# The paper's three settings (DESIGN §5.1, Table 5). The "type" setting does not state its levels; ours are
+# The paper's three settings (Table 5, A.5.1). The "type" setting does not state its levels; ours are
 # one mid-range level per type: blur sigma 2 (HR px), noise std 0.15 (the smallest non-zero noise level),
 # JPEG quality 30 (the strong end of Real-ESRGAN's [30, 95]). Labels are the class indices, in this order.
 TABLE5_SETTINGS: dict[str, tuple[PatchClass, ...]] = {
@@ -238,7 +238,7 @@ def patchwise(
     patch: int = 64,
     scale: int = 4,
 ) -> Patchwise:
-    """Table 5's heterogeneous degradation (DESIGN §5.1): a random degradation class per HR patch.
+    """Table 5's heterogeneous degradation (paper A.5.1): a random degradation class per HR patch.
 
     The HR image is cut into a grid of ``patch x patch`` cells (the last row/column may be partial); each
     cell draws a class uniformly from ``setting`` ("type", "blur", "noise" or a sequence of
@@ -328,7 +328,7 @@ def patchwise_replay(hr: torch.Tensor, params: Sequence[dict]) -> Patchwise:
         )
         x = spatially_variant_blur(x, kernels, block=patch)
 
-    # 2. Bicubic downsampling (the content operator D of §3.1).
+    # 2. Bicubic downsampling (the content operator D of the paper's §3.1).
     lr = imresize(x, scale=1 / scale) if scale > 1 else x
     lh, lw = lr.shape[-2:]
     labels = torch.stack([_label_map(g, (lh, lw), patch // scale) for g in grids]).to(hr.device)
@@ -370,14 +370,29 @@ def patchwise_replay(hr: torch.Tensor, params: Sequence[dict]) -> Patchwise:
 # --------------------------------------------------------------------------------------------------
 # Table 4: MANet spatially variant kernels
 # --------------------------------------------------------------------------------------------------
-MANET_A, MANET_B = 9.3, 0.7  # §5.5, at x4
-MANET_BLOCK = 40  # HR pixels per kernel block
+MANET_BLOCK = 40  # HR pixels per kernel block (MANet's test sets)
 MANET_MODES = (1, 2, 3, 4, 5)
 
 
+def manet_ab(scale: int) -> tuple[float, float]:
+    """MANet's ``(a, b)`` of the mode table at ``scale``: ``a = (2.5 - 0.175) scale``, ``b = 0.175 scale``.
+
+    The variances then span ``[b, a + b] = [0.175 s, 2.5 s]``: (9.3, 0.7) at x4, the paper's Table 4 setting.
+    """
+    if int(scale) != scale or scale < 1:
+        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
+    return (2.5 - 0.175) * scale, 0.175 * scale
+
+
+MANET_A, MANET_B = manet_ab(4)  # 9.3, 0.7 (up to float rounding): Table 4 is x4
+
+
 def manet_block_coordinates(n: int) -> np.ndarray:
-    """Block coordinates in [0, 1] for ``n`` blocks along an axis: ``j / (n - 1)`` (0 for a single block)."""
-    return np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    """Coordinates of ``n`` blocks along an axis, as MANet computes them: ``j / n`` for j = 0 .. n - 1.
+
+    They run over [0, (n - 1) / n], so the last block never reaches the end of the range (a + b, pi).
+    """
+    return np.arange(n, dtype=np.float64) / n
 
 
 def manet_kernel_params(
@@ -387,15 +402,28 @@ def manet_kernel_params(
     a: float = MANET_A,
     b: float = MANET_B,
 ) -> np.ndarray:
-    """(sig1, sig2, theta) per block, shape (nh, nw, 3) float64, from the §5.5 table.
+    """(sig1, sig2, theta) per block, shape (nh, nw, 3) float64: the mode table of the paper's Table 4.
 
-    ``x`` is the block's column coordinate and ``y`` its row coordinate, both in [0, 1] (the paper's Table 4
-    orientation); sig1, sig2 are variances. Mode 5 draws each block's values uniformly (from ``generator``).
+    sig1, sig2 are variances. In the table's header ``x`` is the block's ROW coordinate and ``y`` its COLUMN
+    coordinate (:func:`manet_block_coordinates`), as in MANet's test-set code, which varies sig2 and theta
+    down the rows:
+
+    ====  ==========  ==========  ==========
+    mode  sig1        sig2        theta
+    ====  ==========  ==========  ==========
+    1     a + b       a x + b     0
+    2     a y + b     a x + b     0
+    3     a + b       b           pi x
+    4     a y + b     a x + b     pi x
+    5     U(b, a+b)   U(b, a+b)   U(0, pi)
+    ====  ==========  ==========  ==========
+
+    Mode 5 draws each block's three values independently (from ``generator``).
     """
     if mode not in MANET_MODES:
         raise ConfigError(f"MANet mode must be one of {MANET_MODES}, got {mode!r}")
     nh, nw = grid
-    y, x = np.meshgrid(manet_block_coordinates(nh), manet_block_coordinates(nw), indexing="ij")
+    x, y = np.meshgrid(manet_block_coordinates(nh), manet_block_coordinates(nw), indexing="ij")  # row, column
     ones, zeros = np.ones_like(x), np.zeros_like(x)
     if mode == 1:
         sig1, sig2, theta = (a + b) * ones, a * x + b, zeros
@@ -427,21 +455,23 @@ def manet_degrade(
     a: float | None = None,
     b: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """MANet's spatially variant degradation, modes 1–5 (DESIGN §5.5, the Table 4 protocol).
+    """MANet's spatially variant degradation, modes 1–5: the protocol of the paper's Table 4.
 
-    One 21x21 kernel (:func:`savl.degrade.kernels.manet_kernel`) per 40x40 HR block with (sig1, sig2, theta)
-    from :func:`manet_kernel_params`; spatially variant blur with replication padding; direct ``[0::scale]``
-    subsampling; Gaussian noise of std ``noise / 255``; clamp and 8-bit rounding.
+    It follows MANet's test-set generation (``SRMDPreprocessing`` with ``sv_mode`` 1–5 in MANet's
+    ``codes/utils/util.py``): one 21x21 kernel (:func:`savl.degrade.kernels.manet_kernel`) per 40x40 HR block,
+    its (sig1, sig2, theta) from :func:`manet_kernel_params`; each HR pixel correlated with its block's kernel
+    after replication padding; direct ``[0::scale]`` subsampling; Gaussian noise of std ``noise / 255``;
+    clamp and 8-bit rounding. Without noise the LR images equal MANet's to within one 8-bit level
+    (``tests/test_spatial.py`` checks golden values computed with MANet's code).
 
     Returns ``(lr, kernel_params_map, params)``: ``kernel_params_map`` is (B, 3, h, w) at the LR resolution
     holding (sig1, sig2, theta) of the kernel that produced each LR pixel (LR pixel (i, j) comes from HR pixel
-    (i * scale, j * scale)). a = 9.3, b = 0.7 are MANet's values at x4; other scales need ``a`` and ``b``.
+    (i * scale, j * scale)). ``a`` and ``b`` default to MANet's values for ``scale`` (:func:`manet_ab`).
     """
     _check_images(hr)
-    if scale != 4 and (a is None or b is None):
-        raise ConfigError(f"MANet's a = 9.3, b = 0.7 are for x4; give a and b for scale {scale}")
-    a = MANET_A if a is None else float(a)
-    b = MANET_B if b is None else float(b)
+    a0, b0 = manet_ab(scale)
+    a = a0 if a is None else float(a)
+    b = b0 if b is None else float(b)
     nh, nw = math.ceil(hr.shape[-2] / MANET_BLOCK), math.ceil(hr.shape[-1] / MANET_BLOCK)
     params = []
     for _ in range(hr.shape[0]):

@@ -1,0 +1,429 @@
+"""The model zoo: small trained models shipped in the repository, each with a card that says how it was made.
+
+Train or load. A chapter that draws a conclusion from a trained model loads it from the zoo instead of
+training it within its few minutes; `make models` (``savl models train``) retrains the whole zoo, resumably.
+
+Layout (``models/`` at the repository root, or ``$SAVL_MODELS``)::
+
+    models/zoo.yaml                     the entries: name -> config, overrides, which artefact, kind, tier
+    models/<name>/<name>.safetensors    weights (savl.models.io format)
+    models/<name>/<name>.json           architecture + config
+    models/<name>/metrics.jsonl         the training log
+    models/<name>/card.json             command, config + hash, commit, hardware, wall time, data split,
+                                        held-out metrics, sha256 of every file above
+    models/<name>/card.md               the same card for people (written from card.json)
+
+`load(name)` verifies every file of the model against its card (a mismatch is a one-line ModelFileError),
+and trains the model when its files are missing, saying so, instead of failing. Runs that `build` trains go
+to ``runs/zoo/`` (resumable: an interrupted `make models` continues from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from savl.errors import ConfigError, ModelFileError
+from savl.provenance import atomic_write_text, git_commit, machine_info
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ZOO_FILE = "zoo.yaml"
+KINDS = ("sr", "representation")
+# Held-out SR evaluation: each held-out photo degraded this many times (independent draws), fixed seed.
+HELD_OUT_DRAWS = 3
+HELD_OUT_SEED = 2026
+
+
+def zoo_root(root: str | os.PathLike | None = None) -> Path:
+    """The zoo folder: `root`, else $SAVL_MODELS, else models/ at the repository root."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("SAVL_MODELS")
+    return Path(env) if env else REPO_ROOT / "models"
+
+
+def runs_root(runs: str | os.PathLike | None = None) -> Path:
+    """Where `build` trains: `runs`, else $SAVL_RUNS/zoo, else runs/zoo at the repository root."""
+    if runs is not None:
+        return Path(runs)
+    env = os.environ.get("SAVL_RUNS")
+    return (Path(env) if env else REPO_ROOT / "runs") / "zoo"
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """One model of the zoo: the run config that trains it and what of the run is shipped.
+
+    config: a YAML path relative to the repository root (or absolute); overrides: `--set` items applied on top.
+    artefact: which final model of the run is shipped ("srnet", "srnet_ema" or "savl").
+    kind: "sr" (scored by PSNR/SSIM against bicubic) or "representation" (scored by its ELBO terms).
+    """
+
+    name: str
+    config: str
+    artefact: str
+    kind: str
+    tier: str = "cpu"
+    description: str = ""
+    overrides: tuple[str, ...] = ()
+    default_sr: bool = False
+
+    def config_path(self, base: Path = REPO_ROOT) -> Path:
+        p = Path(self.config)
+        return p if p.is_absolute() else base / p
+
+    def train_config(self, base: Path = REPO_ROOT):
+        from savl.train.config import load_config
+
+        return load_config(self.config_path(base), list(self.overrides))
+
+
+def _entry(name: str, raw, where: Path) -> ZooEntry:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: entry {name!r} must be a mapping")
+    known = {f.name for f in dataclasses.fields(ZooEntry)} - {"name"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: entry {name!r}: unknown key {unknown[0]!r}")
+    for key in ("config", "artefact", "kind"):
+        if key not in raw:
+            raise ConfigError(f"{where}: entry {name!r}: missing key {key!r}")
+    if raw["kind"] not in KINDS:
+        raise ConfigError(f"{where}: entry {name!r}: kind must be one of {', '.join(KINDS)}")
+    if raw["artefact"] not in ("srnet", "srnet_ema", "savl"):
+        raise ConfigError(f"{where}: entry {name!r}: artefact must be srnet, srnet_ema or savl")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: entry name {name!r}: use letters, digits, '-' and '_' only")
+    values = dict(raw)
+    values["overrides"] = tuple(values.get("overrides") or ())
+    return ZooEntry(name=name, **values)
+
+
+def entries(root: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
+    """The zoo's entries, in file order, from `<root>/zoo.yaml`."""
+    path = zoo_root(root) / ZOO_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: no zoo list (the model zoo ships in the repository's models/ folder)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise ConfigError(f"{path}: expected a mapping 'models: {{name: {{config: ..., ...}}}}'")
+    return {name: _entry(name, raw, path) for name, raw in models.items()}
+
+
+def entry(name: str, root: str | os.PathLike | None = None) -> ZooEntry:
+    known = entries(root)
+    if name not in known:
+        raise ConfigError(f"no model {name!r} in the zoo (known: {', '.join(known) or 'none'})")
+    return known[name]
+
+
+def model_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    return zoo_root(root) / name
+
+
+def weights_path(name: str, root: str | os.PathLike | None = None) -> Path:
+    return model_dir(name, root) / f"{name}.safetensors"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_card(name: str, root: str | os.PathLike | None = None) -> dict | None:
+    """The model's card.json, or None when the model has none (not trained yet)."""
+    path = model_dir(name, root) / "card.json"
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: unreadable model card") from None
+    if not isinstance(card, dict) or not isinstance(card.get("files"), dict):
+        raise ModelFileError(f"{path}: not a model card (no 'files' with their sha256)")
+    return card
+
+
+def is_present(name: str, root: str | os.PathLike | None = None) -> bool:
+    """True when the card and every file it lists exist (their hashes are checked by `verify`)."""
+    card = read_card(name, root)
+    return card is not None and all((model_dir(name, root) / f).is_file() for f in card["files"])
+
+
+def verify(name: str, root: str | os.PathLike | None = None) -> dict:
+    """Check every file the card lists against its sha256; return the card. One-line ModelFileError otherwise."""
+    card = read_card(name, root)
+    folder = model_dir(name, root)
+    if card is None:
+        raise ModelFileError(f"{folder / 'card.json'}: missing; train the model with `savl models train {name}`")
+    for rel, want in card["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            raise ModelFileError(f"{path}: missing (listed in its card); retrain with `savl models train {name}`")
+        got = sha256(path)
+        if got != want:
+            raise ModelFileError(
+                f"{path}: sha256 {got[:12]}... does not match its card ({want[:12]}...); the file is corrupt or "
+                f"was changed: restore it (git checkout) or retrain with `savl models train {name}`"
+            )
+    return card
+
+
+def load(name: str, device: str = "cpu", root: str | os.PathLike | None = None, train_if_missing: bool = True):
+    """The zoo model `name` (eval mode), after verifying its files against its card.
+
+    When the model's files are missing it is trained first (with a message on stderr), unless
+    `train_if_missing` is False (then ModelFileError)."""
+    from savl.models.io import load_model
+
+    if not is_present(name, root):
+        if not train_if_missing:
+            raise ModelFileError(f"{model_dir(name, root)}: model {name!r} is not in the zoo; `savl models train`")
+        print(
+            f"savl: zoo model {name!r} is missing from {model_dir(name, root)}; training it now "
+            f"(the same as `savl models train {name}`)",
+            file=sys.stderr,
+        )
+        build(name, root=root)
+    verify(name, root)
+    return load_model(weights_path(name, root), map_location=device).eval()
+
+
+def default_sr_model(root: str | os.PathLike | None = None) -> str:
+    """The name of the zoo model `savl sr` uses when no --model is given (the entry marked default_sr)."""
+    for e in entries(root).values():
+        if e.default_sr:
+            return e.name
+    raise ConfigError(f"{zoo_root(root) / ZOO_FILE}: no entry is marked default_sr")
+
+
+# ------------------------------------------------------------------------------------------ held-out sets
+def held_out_sr_set(protocol: str = "realesrgan", cache: str | os.PathLike | None = None):
+    """The frozen held-out SR set: each held-out photo (savl.data.split.HELD_OUT) degraded HELD_OUT_DRAWS
+    times by `protocol`, seed HELD_OUT_SEED, cropped to a multiple of 4. Built once and cached (hashed) under
+    `cache` (default runs/heldout/)."""
+    from savl.data import FrozenValidationSet, sample_images
+    from savl.data.split import HELD_OUT, SPLIT_NAME
+
+    images = []
+    for name, img in sample_images(HELD_OUT):
+        h, w = img.shape[-2] // 4 * 4, img.shape[-1] // 4 * 4
+        images += [(f"{name}-{k}", img[:3, :h, :w]) for k in range(HELD_OUT_DRAWS)]
+    base = Path(cache) if cache is not None else runs_root().parent / "heldout"
+    return FrozenValidationSet.load_or_build(images, protocol, HELD_OUT_SEED, base / f"{SPLIT_NAME}-{protocol}")
+
+
+def held_out_sr_metrics(model, protocol: str = "realesrgan", device: str = "cpu", cache=None) -> dict:
+    """PSNR / SSIM (Y, 4-px border, 8-bit; BasicSR's protocol) of `model` and of bicubic on the held-out set."""
+    from savl.data.split import SPLIT_NAME
+    from savl.evaluate import BicubicUpsampler, EvalProtocol, evaluate
+
+    data = held_out_sr_set(protocol, cache)
+    proto = EvalProtocol(tile=None, lpips_net=None, dataset=f"{SPLIT_NAME} held-out, {protocol}",
+                         dataset_version=data.hash[:16])
+    ours = evaluate(model, data, proto, device=device)
+    bicubic = evaluate(BicubicUpsampler(4), data, proto, device=device)
+    return {
+        "protocol": proto.describe(),
+        "images": len(data),
+        "psnr": ours.means["psnr"],
+        "ssim": ours.means["ssim"],
+        "bicubic_psnr": bicubic.means["psnr"],
+        "bicubic_ssim": bicubic.means["ssim"],
+        "psnr_gain_over_bicubic": ours.means["psnr"] - bicubic.means["psnr"],
+        "per_image_psnr": {r["name"]: r["psnr"] for r in ours.per_image},
+        "per_image_bicubic_psnr": {r["name"]: r["psnr"] for r in bicubic.per_image},
+    }
+
+
+def held_out_representation_metrics(model, device: str = "cpu", crops: int = 24, size: int = 128) -> dict:
+    """The ELBO terms of a SAVL model on held-out crops degraded by the Real-ESRGAN pipeline (fixed seed):
+    reconstruction L1 of the re-degraded image, KL in nats per LR pixel, and the same L1 with the code
+    replaced by zeros (the prior's mean), which shows how much the code carries."""
+    import torch
+
+    from savl.data import sample_images
+    from savl.data.split import HELD_OUT
+    from savl.degrade.protocols import get_protocol
+
+    g = torch.Generator().manual_seed(HELD_OUT_SEED)
+    degrade = get_protocol("realesrgan")
+    photos = [img[:3] for _, img in sample_images(HELD_OUT)]
+    model = model.to(device).eval()
+    rec, rec_zero, kl = [], [], []
+    with torch.no_grad():
+        for i in range(crops):
+            img = photos[i % len(photos)]
+            top = int(torch.randint(0, img.shape[-2] - size + 1, (1,), generator=g))
+            left = int(torch.randint(0, img.shape[-1] - size + 1, (1,), generator=g))
+            hr = img[None, :, top : top + size, left : left + size]
+            lr, _ = degrade(hr, g)
+            lr = lr.clamp(0, 1).to(device)
+            post = model.encoder(lr)
+            code = post.mean
+            y_hat = model.decoder(hr.to(device), code)
+            y_zero = model.decoder(hr.to(device), torch.zeros_like(code))
+            rec.append(float((y_hat - lr).abs().mean()))
+            rec_zero.append(float((y_zero - lr).abs().mean()))
+            if post.logvar is not None:
+                kl.append(float((0.5 * (post.mean**2 + post.logvar.exp() - 1 - post.logvar)).sum(1).mean()))
+    out = {"crops": crops, "crop_size": size, "rec_l1": sum(rec) / crops, "rec_l1_zero_code": sum(rec_zero) / crops}
+    if kl:
+        out["kl_nats_per_pixel"] = sum(kl) / len(kl)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- build / card
+def _wall_time(run) -> float | None:
+    """Wall seconds of training, from the log (s_per_step over each logging interval)."""
+    rows = [r for r in run.metrics if "s_per_step" in r and "step" in r]
+    if not rows:
+        return None
+    total, last = 0.0, 0
+    for r in rows:
+        total += r["s_per_step"] * (r["step"] - last)
+        last = r["step"]
+    return total
+
+
+def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: str | None = None,
+            device: str = "cpu") -> dict:
+    """Copy the run's shipped artefact into the zoo, score it on the held-out split, write its card."""
+    from savl.data.split import describe as split_record
+    from savl.models.io import load_model
+    from savl.train.config import config_hash
+
+    folder = model_dir(e.name, root)
+    src = run.final / f"{e.artefact}.safetensors"
+    if not src.is_file():
+        raise ModelFileError(f"{src}: the run has no final {e.artefact} model to ship as {e.name!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        f"{e.name}.safetensors": src,
+        f"{e.name}.json": src.with_suffix(".json"),
+        "metrics.jsonl": run.path / "metrics.jsonl",
+    }
+    for rel, path in files.items():
+        tmp = folder / f".{rel}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, folder / rel)
+    model = load_model(folder / f"{e.name}.safetensors", map_location=device).eval()
+    if e.kind == "sr":
+        held_out = {"realesrgan": held_out_sr_metrics(model, "realesrgan", device)}
+    else:
+        held_out = {"realesrgan_crops": held_out_representation_metrics(model, device)}
+    cfg = run.config
+    env = run.env if (run.path / "env.json").is_file() else {}
+    card = {
+        "name": e.name,
+        "description": e.description,
+        "kind": e.kind,
+        "tier": e.tier,
+        "architecture": json.loads((folder / f"{e.name}.json").read_text()).get("architecture"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "command": command or f"savl models train {e.name}",
+        "zoo_config": e.config,
+        "overrides": list(e.overrides),
+        "config_hash": config_hash(cfg),
+        "config": cfg.to_dict(),
+        "iterations": cfg.schedule.iterations,
+        "commit": env.get("git_commit") or git_commit(),
+        "hardware": env.get("hardware") or machine_info(),
+        "training_wall_time_s": _wall_time(run),
+        "data_split": split_record(),
+        "held_out_metrics": held_out,
+        "packaged": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": {rel: sha256(folder / rel) for rel in files},
+    }
+    atomic_write_text(folder / "card.json", json.dumps(card, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(folder / "card.md", card_markdown(card))
+    return card
+
+
+def build(name: str, root: str | os.PathLike | None = None, runs: str | os.PathLike | None = None,
+          device: str = "cpu") -> dict:
+    """Train (or resume) the entry's run under `runs` and package it into the zoo; return the card."""
+    from savl.train import get_or_train
+
+    e = entry(name, root)
+    cfg = e.train_config()
+    start = time.perf_counter()
+    run = get_or_train(cfg, root=runs_root(runs))
+    print(f"savl: {name}: trained in {time.perf_counter() - start:.0f} s; scoring on the held-out split",
+          file=sys.stderr)
+    return package(e, run, root, device=device)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def card_markdown(card: dict) -> str:
+    """The card for people: what the model is, how to reproduce it, and its held-out numbers."""
+    hw = card.get("hardware") or {}
+    lines = [
+        f"# {card['name']}",
+        "",
+        card.get("description", ""),
+        "",
+        f"- kind: {card['kind']}; tier: {card['tier']}; architecture: {card['architecture']}; "
+        f"parameters: {card['parameters']:,}",
+        f"- reproduce: `{card['command']}` (config `{card['zoo_config']}`"
+        + (f", overrides {card['overrides']}" if card["overrides"] else "")
+        + f"; hash {card['config_hash'][:12]})",
+        f"- trained at commit {card['commit']} on {hw.get('cpu_model', 'unknown CPU')} "
+        f"({hw.get('torch_threads', '?')} threads), {card['iterations']} iterations, "
+        f"wall time {_fmt(card.get('training_wall_time_s'))} s",
+        f"- data: trains on split {card['data_split']['name']} train = {', '.join(card['data_split']['train'])}; "
+        f"held out = {', '.join(card['data_split']['held_out'])}",
+        "",
+        "## Held-out metrics",
+        "",
+    ]
+    for protocol, metrics in card["held_out_metrics"].items():
+        lines.append(f"### {protocol}")
+        lines.append("")
+        for k, v in metrics.items():
+            if not isinstance(v, dict):
+                lines.append(f"- {k}: {_fmt(v)}")
+        lines.append("")
+    lines += ["## Files (sha256)", ""] + [f"- `{f}`: {h}" for f, h in card["files"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def summary_rows(root: str | os.PathLike | None = None) -> list[dict]:
+    """One row per zoo entry: name, kind, tier, present, and the headline held-out numbers of its card."""
+    rows = []
+    for name, e in entries(root).items():
+        card = read_card(name, root) if is_present(name, root) else None
+        row = {"name": name, "kind": e.kind, "tier": e.tier, "present": card is not None,
+               "default_sr": e.default_sr, "description": e.description}
+        if card is not None:
+            row["parameters"] = card["parameters"]
+            row["iterations"] = card["iterations"]
+            row["wall_time_s"] = card.get("training_wall_time_s")
+            sr = card["held_out_metrics"].get("realesrgan")
+            if sr:
+                row["held_out"] = (f"PSNR {sr['psnr']:.2f} dB (bicubic {sr['bicubic_psnr']:.2f}), "
+                                   f"SSIM {sr['ssim']:.4f}")
+            rep = card["held_out_metrics"].get("realesrgan_crops")
+            if rep:
+                row["held_out"] = f"rec L1 {rep['rec_l1']:.4f} (zero code {rep['rec_l1_zero_code']:.4f})"
+        rows.append(row)
+    return rows
