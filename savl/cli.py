@@ -24,10 +24,14 @@ def _read_json(path: Path) -> dict:
         raise SavlError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise SavlError(f"{path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError:
+        raise SavlError(f"{path}: not valid JSON (not UTF-8 text)") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise SavlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise SavlError(f"{path}: not valid JSON (nested too deep)") from None
     if not isinstance(obj, dict):
         raise SavlError(f"{path}: expected a JSON object")
     return obj
@@ -42,7 +46,10 @@ def _degrade_one(src: Path, dst: Path, protocol_name: str, seed: int, replay: di
 
     hr = read_image(src).unsqueeze(0)
     if replay is not None:
-        protocol = get_protocol(replay.get("protocol", protocol_name))
+        name = replay.get("protocol", protocol_name)
+        if not isinstance(name, str):
+            raise SavlError(f"{src}: the parameter record's 'protocol' must be a name, got {type(name).__name__}")
+        protocol = get_protocol(name)
         if "params" not in replay:
             raise SavlError(f"{src}: the parameter record has no 'params' entry")
         lr = protocol.replay(hr, replay["params"])
@@ -146,7 +153,7 @@ def _load_model(path: str, device):
 def cmd_sr(args) -> int:
     import torch
 
-    from savl.cli_checks import check_overlap, device, require_sr_model
+    from savl.cli_checks import check_overlap, device, require_sr_model, small_image_error
     from savl.infer import upscale
     from savl.io import check_output_paths, read_image, write_image
 
@@ -163,7 +170,13 @@ def cmd_sr(args) -> int:
         x = rgb[:1] if info.gray else rgb
         if info.alpha is not None:  # gray + alpha goes through as RGB + alpha and comes back gray
             x = torch.cat([rgb, info.alpha], 0)
-        out = upscale(model, x, tile=tile, overlap=args.overlap, dtype=dtype, device=dev)
+        try:
+            out = upscale(model, x, tile=tile, overlap=args.overlap, dtype=dtype, device=dev)
+        except (ValueError, RuntimeError) as e:
+            small = small_image_error(src, x.shape, e)
+            if small is None:
+                raise
+            raise small from None
         colour = out[:3].mean(0, keepdim=True) if info.gray else out[:3]
         alpha = out[-1:] if info.alpha is not None else None
         # Keep 16 bits where the output format can hold them (PNG, TIFF); other formats get 8.
@@ -184,7 +197,7 @@ def _npy_bytes(values) -> bytes:
 
 
 def cmd_severity(args) -> int:
-    from savl.cli_checks import device
+    from savl.cli_checks import device, small_image_error
     from savl.infer import severity_map
     from savl.io import check_output_paths, encode_image, read_image, write_group
 
@@ -193,7 +206,14 @@ def cmd_severity(args) -> int:
     check_output_paths(pairs, sidecars=(".npy",))
     model = _load_model(args.model, dev)
     for src, dst in pairs:
-        sev, colour = severity_map(model, read_image(src), device=dev)
+        lr = read_image(src)
+        try:
+            sev, colour = severity_map(model, lr, device=dev)
+        except (ValueError, RuntimeError) as e:
+            small = small_image_error(src, lr.shape, e)
+            if small is None:
+                raise
+            raise small from None
         raw = dst.with_suffix(".npy")
         write_group({dst: encode_image(dst, colour), raw: _npy_bytes(sev.numpy())})
         print(f"{src} -> {dst} (+ {raw.name}; severity {sev.min():.3f} .. {sev.max():.3f})")
@@ -260,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SavlError as e:
         print(f"savl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's answer (a full disk, a folder that is a file, no permission): one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"savl: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("savl: interrupted", file=sys.stderr)

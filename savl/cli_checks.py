@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from savl.errors import ConfigError, ModelFileError
+from savl.errors import ConfigError, ImageError, ModelFileError
 
 if TYPE_CHECKING:
     import torch
@@ -86,3 +86,18 @@ def require_sr_model(model: nn.Module, path: str | Path) -> int:
             f"{path}: {kind} is not a super-resolution network "
             "(give an SR net, e.g. a run's final/srnet_ema.safetensors)"
         ) from None
+
+
+#: Below this side an image may be too small for a network (an encoder's coarsest level of one pixel cannot
+#: be group-normalised): such a failure is reported as the image's size, in one line.
+SMALL_SIDE = 16
+
+
+def small_image_error(path, shape, error: Exception) -> ImageError | None:
+    """The one-line error for a network that cannot take an image this small, or None when the image is not
+    small (then `error` is a real problem and the caller re-raises it)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    if min(h, w) >= SMALL_SIDE:
+        return None
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ImageError(f"{path}: {w}x{h} is too small for this model ({first})")

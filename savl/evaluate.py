@@ -361,6 +361,7 @@ def evaluate(
 
 def _score(item: dict, name: str, paired: bool, protocol: EvalProtocol, model, device, lpips, row: dict):
     """Super-resolve one item and (paired) fill its metrics into `row`; SavlError when the item is unusable."""
+    from savl.cli_checks import small_image_error
     from savl.infer import upscale
     from savl.metrics import psnr, ssim
 
@@ -376,7 +377,13 @@ def _score(item: dict, name: str, paired: bool, protocol: EvalProtocol, model, d
             raise DataError(
                 f"HR {hr.shape[-1]}x{hr.shape[-2]} leaves nothing after the {protocol.crop_border}px border crop"
             )
-    sr = upscale(model, lr, tile=protocol.tile, overlap=protocol.overlap, device=device, scale=protocol.scale)
+    try:
+        sr = upscale(model, lr, tile=protocol.tile, overlap=protocol.overlap, device=device, scale=protocol.scale)
+    except (ValueError, RuntimeError) as e:
+        small = small_image_error(name, lr.shape, e)
+        if small is None:
+            raise
+        raise small from None
     if paired:
         if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
             raise DataError(f"output is {sr.shape[-1]}x{sr.shape[-2]} but HR is {hr.shape[-1]}x{hr.shape[-2]}")
