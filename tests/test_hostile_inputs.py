@@ -100,6 +100,10 @@ def corpus(tmp_path_factory):
     with torch.no_grad():
         next(net.parameters())[0].fill_(float("nan"))
     c["nan_weights"] = save_model(net, m / "nanw.safetensors")
+    enc = AmortizedEncoder(EncoderConfig.smoke())
+    with torch.no_grad():
+        next(enc.parameters()).fill_(float("inf"))
+    c["nan_encoder"] = save_model(enc, m / "nanenc.safetensors")  # its severity map was all NaN, with exit 0
 
     # images
     c["good"] = _image(im / "good.png", 16, 20)
@@ -258,6 +262,7 @@ FAILS = [
     ("severity-embed", ["severity", "@good", "OUT/s.png", "--model", "@embed"], ["embed_dim"]),
     ("severity-plain-net", ["severity", "@good", "OUT/s.png", "--model", "@disc"], ["no encoder"]),
     ("severity-empty", ["severity", "@empty", "OUT/s.png", "--model", "@enc"], ["empty"]),
+    ("severity-nan-weights", ["severity", "@good", "OUT/s.png", "--model", "@nan_encoder"], ["infinite"]),
     # eval
     ("eval-model-savl", ["eval", "--model", "@savl", "--data", "@images", "--save-images", "OUT"], ["savl"]),
     ("eval-model-disc", ["eval", "--model", "@disc", "--data", "@images", "--save-images", "OUT"], ["disc"]),
