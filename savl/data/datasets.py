@@ -1,4 +1,4 @@
-"""Dataset classes (DESIGN §2, §5.3, §5.8): HR patches for on-the-fly degradation, paired LR/HR folders
+"""Dataset classes: HR patches for on-the-fly degradation, paired LR/HR folders
 (plain, RealSR v3, DRealSR layouts), LR-only folders (RealSRSet) and frozen synthetic validation sets.
 
 Randomness never touches a global RNG: every random choice of item `i` in epoch `e` comes from
@@ -385,7 +385,8 @@ def _json_atomic(path: Path, obj) -> None:
 
 
 class FrozenValidationSet(Dataset):
-    """A synthetic LR/HR validation set drawn once from a seed and stored (DESIGN §2, §5.4).
+    """A synthetic LR/HR validation set drawn once from a seed and stored, so every evaluation
+    of it scores the same LR images.
 
     `build` quantises each HR image to 8 bits, degrades it with its own generator (seeded from `seed`
     and the image index), and writes `hr/NAME.png`, `lr/NAME.png` (8-bit, the precision metrics use),

@@ -1,4 +1,5 @@
-"""Real-ESRGAN's second-order degradation pipeline, batched and replayable (DESIGN §5.3).
+"""Real-ESRGAN's second-order degradation pipeline (xinntao/Real-ESRGAN, the paper's training data), batched
+and replayable.
 
 ``RealESRGANDegradation(config)(hr, generator) -> (lr, params)``:
 
@@ -49,7 +50,7 @@ def _second_stage_kernels() -> KernelConfig:
 
 @dataclass
 class RealESRGANConfig:
-    """Real-ESRGAN's degradation settings; the defaults are DESIGN §5.3's table. Noise sigmas are in /255."""
+    """Real-ESRGAN's degradation settings; the defaults are its x4plus training options. Noise sigmas are in /255."""
 
     scale: int = 4
     kernel1: KernelConfig = field(default_factory=KernelConfig)
@@ -134,7 +135,7 @@ class RealESRGANConfig:
 
 
 class RealESRGANDegradation:
-    """Real-ESRGAN's second-order degradation (DESIGN §5.3) on batches (B, 3, H, W) in [0, 1], any device."""
+    """Real-ESRGAN's second-order degradation on batches (B, 3, H, W) in [0, 1], any device."""
 
     def __init__(self, config: RealESRGANConfig | None = None) -> None:
         self.config = config if config is not None else RealESRGANConfig()
@@ -423,7 +424,7 @@ def check_record(p: dict, where: str = "degradation record") -> None:
 
 
 class DegradationPool:
-    """Real-ESRGAN's training pool: LR/GT pairs are shuffled across batches (DESIGN §5.3).
+    """Real-ESRGAN's training pool: LR/GT pairs are shuffled across batches (its `queue_size`).
 
     The first ``size / batch`` calls fill the pool and return their input; afterwards each call shuffles the
     pool, returns its first ``batch`` pairs and puts the incoming pairs in their place.

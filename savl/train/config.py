@@ -1,4 +1,5 @@
-"""Strict run configurations for `savl train` (DESIGN §3 profiles, §5.1 schedule, §5.3 GAN-stage losses).
+"""Strict run configurations for `savl train`: the smoke / book / paper profiles, the paper's schedule (§4.1) and
+the GAN stage's losses.
 
 Every section forbids unknown keys, so a typo or a key in the wrong section fails with one line naming the key
 path and the file. `load_config(path, overrides=["optimiser.lr=1e-4"])` reads YAML, applies `--set` overrides
@@ -24,7 +25,7 @@ Profile = Literal["smoke", "book", "paper"]
 Stage = Literal["representation", "joint", "frozen_l1", "gan"]
 STAGES = ("representation", "joint", "frozen_l1", "gan")
 
-# DESIGN §3 / §5.1: what each profile sets when a config leaves it out. The paper's schedule: joint 200K,
+# What each profile sets when a config leaves it out. The paper's schedule: joint 200K,
 # frozen-estimator L1 800K, + perceptual + GAN 600K, batch 32, 64x64 LR patches (GT 256), lr 2e-4 / 1e-4 (GAN),
 # halved every 200K. `book` fits a chapter's ~3 CPU minutes; `smoke` a test's seconds.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -72,7 +73,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Where HR images come from and how LR inputs are made (DESIGN §5.3)."""
+    """Where HR images come from and how LR inputs are made (Real-ESRGAN's pipeline by default)."""
 
     source: Literal["samples", "hr_folder", "paired"] = "samples"
     names: list[str] | None = None  # sample photos to train on (default: all)
