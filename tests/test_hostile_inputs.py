@@ -488,3 +488,39 @@ def test_the_largest_models_the_bounds_allow_stay_near_a_gigabyte():
             "discriminator": gigabytes(build_discriminator(DiscriminatorConfig(in_ch=4, base=int(top["base"])))),
         }
     assert sizes["srnet"] < 2.0 and sizes["encoder"] + sizes["decoder"] < 1.0 and sizes["discriminator"] < 0.5, sizes
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """Building the parser imports the training code and torch (seconds): Ctrl-C there was a traceback."""
+    import savl.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(savl.cli, "build_parser", interrupted)
+    try:
+        rc = savl.cli.main(["sr", "a.png", "b.png", "--model", "m"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped savl.cli.main (a traceback)")
+    assert rc == 130
+    assert capsys.readouterr().err == "savl: interrupted\n"
+
+
+def test_ctrl_c_while_python_loads_the_command_is_one_line(monkeypatch, capsys):
+    """`python -m savl` interrupted while it imports savl.cli: one line and exit code 130, no traceback."""
+    import runpy
+    import types
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "savl.cli", Loading("savl.cli"))
+    monkeypatch.delitem(sys.modules, "savl.__main__", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        try:
+            runpy.run_module("savl", run_name="__main__")
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C escaped python -m savl (a traceback)")
+    assert stop.value.code == 130 and capsys.readouterr().err == "savl: interrupted\n"
