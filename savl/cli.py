@@ -1,4 +1,4 @@
-"""The `savl` command: degrade, data, sr, severity, train, eval.
+"""The `savl` command: degrade, data, sr, severity, train, eval, export, models.
 
 Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback. No command writes
 over one of its inputs or sends two inputs to one output, and the files written for one input (an image and
@@ -144,45 +144,154 @@ def _tile_arg(value: str):
     raise argparse.ArgumentTypeError(f"expected an integer >= 16, 'auto' or 'none', got {value!r}")
 
 
-def _load_model(path: str, device):
+def _load_model(path: str, device: str):
+    """A savl model (.safetensors with its JSON config beside it), or another project's weights file
+    (.pth/.pt/.ckpt, or .safetensors without a savl config) through spandrel, an optional extra."""
+    import torch
+
     from savl.models.io import load_model
 
-    return load_model(path, map_location=device)
+    p = Path(path)
+    if p.suffix in (".pth", ".pt", ".ckpt") or (p.suffix == ".safetensors" and not p.with_suffix(".json").exists()):
+        from savl.models.foreign import load_foreign_model
+
+        return load_foreign_model(p, device)
+    return load_model(path, map_location=torch.device(device))
+
+
+def sr_model(spec: str, device: str):
+    """The network `savl sr` runs for `--model SPEC`: the one place where a default model can be plugged in."""
+    return _load_model(spec, device)
+
+
+def autocast_dtype(precision: str, device: str, model=None):
+    """The compute precision of `savl sr`: "auto" is bf16 on CUDA where supported, else fp16 there, and fp32
+    elsewhere (CPU autocast gains little); a model that declares it cannot run a half type gets fp32."""
+    import torch
+
+    if precision == "auto":
+        if torch.device(device).type != "cuda":
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if getattr(model, "supports", {}).get(dtype, True) is False:
+        return torch.float32
+    return dtype
+
+
+_WRITABLE = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def _sr_jobs(src: Path, dst: Path, suffix: str, ext: str) -> list[tuple[Path, Path, bool]]:
+    """(input, output, output named by the user) triples. A folder maps to a folder (created) of
+    `<stem><suffix>.<ext>`; a single file goes to `dst` when that names an image file, else into the folder
+    `dst`. Refuses an output that is an input, and two inputs that would write the same file."""
+    from savl.io import image_files
+
+    def name(f: Path) -> str:
+        e = f.suffix.lower() if ext == "auto" else "." + ext
+        return f.stem + suffix + (e if e in _WRITABLE else ".png")
+
+    if src.is_dir():
+        files = image_files(src)
+        if not files:
+            raise SavlError(f"{src}: no image files in this folder")
+        if dst.exists() and not dst.is_dir():
+            raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
+        jobs = [(f, dst / name(f), False) for f in files]
+    elif dst.suffix.lower() in _WRITABLE and not dst.is_dir():
+        jobs = [(src, dst, True)]
+    else:
+        jobs = [(src, dst / name(src), False)]
+    inputs = {f.resolve() for f, _, _ in jobs}
+    seen: dict[Path, Path] = {}
+    for f, out, _ in jobs:
+        if out.resolve() in inputs:
+            raise SavlError(f"{out}: would overwrite an input image; give another --suffix or output folder")
+        if out.resolve() in seen:
+            raise SavlError(f"{out}: both {seen[out.resolve()].name} and {f.name} would be written there")
+        seen[out.resolve()] = f
+    return jobs
+
+
+def _sr_one(model, src: Path, dst: Path, named: bool, args, dtype) -> str:
+    import numpy as np
+    import torch
+
+    from savl.cli_checks import small_image_error
+    from savl.infer import model_scale, resample, upscale_to_array
+    from savl.io import read_image, write_samples
+
+    rgb, info = read_image(src, with_info=True)
+    if info.alpha is not None and dst.suffix.lower() in (".jpg", ".jpeg") and not named:
+        dst = dst.with_suffix(".png")  # as Real-ESRGAN: an image with alpha goes to PNG (a named .jpg fails)
+        if dst.resolve() == src.resolve():
+            raise SavlError(f"{dst}: would overwrite the input image; give another --suffix or output folder")
+    x = rgb[:1] if info.gray else rgb
+    if info.alpha is not None:  # gray + alpha goes through as RGB + alpha and comes back gray below
+        x = torch.cat([rgb, info.alpha], 0)
+    # Keep 16 bits where the output format can hold them (PNG, TIFF); other formats get 8.
+    depth = info.bit_depth if dst.suffix.lower() in (".png", ".tif", ".tiff") else 8
+    tile = None if args.tile == "none" else ("auto" if args.tile == "auto" else int(args.tile))
+    try:
+        out = upscale_to_array(
+            model, x, bit_depth=depth, tile=tile, overlap=args.overlap, dtype=dtype, device=args.device
+        )
+    except (ValueError, RuntimeError) as e:
+        small = small_image_error(src, x.shape, e)
+        if small is None:
+            raise
+        raise small from None
+    if info.gray and info.alpha is not None:  # back to gray + alpha: the mean of the three channels, rounded
+        grey = (out[..., :3].sum(-1, dtype=np.uint32) + 1) // 3
+        out = np.stack([grey.astype(out.dtype), out[..., 3]], -1)
+    h, w = rgb.shape[-2:]
+    if args.outscale is not None and args.outscale != model_scale(model):
+        # As Real-ESRGAN's --outscale: the network's output resized to int(outscale * input size), Lanczos.
+        out = resample(out, max(1, int(h * args.outscale)), max(1, int(w * args.outscale)))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_samples(dst, out)
+    return f"{src} -> {dst} ({w}x{h} -> {out.shape[1]}x{out.shape[0]})"
 
 
 def cmd_sr(args) -> int:
-    import torch
+    from tqdm import tqdm
 
-    from savl.cli_checks import check_overlap, device, require_sr_model, small_image_error
-    from savl.infer import upscale
-    from savl.io import check_output_paths, read_image, write_image
+    from savl.cli_checks import device, require_sr_model
+    from savl.infer import OutOfMemoryError, model_scale
 
-    tile = None if args.tile == "none" else ("auto" if args.tile == "auto" else int(args.tile))
-    check_overlap(tile, args.overlap)
-    dev = device(args.device)
-    pairs = _inputs(Path(args.input), Path(args.output))
-    check_output_paths(pairs)
-    model = _load_model(args.model, dev)
-    require_sr_model(model, args.model)
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    for src, dst in pairs:
-        rgb, info = read_image(src, with_info=True)
-        x = rgb[:1] if info.gray else rgb
-        if info.alpha is not None:  # gray + alpha goes through as RGB + alpha and comes back gray
-            x = torch.cat([rgb, info.alpha], 0)
+    args.device = str(device(args.device))  # 'auto' becomes cuda or cpu; an unusable device is one line
+    model = sr_model(args.model, args.device)
+    require_sr_model(model, args.model)  # an encoder, a SAVL model or a discriminator is not an SR network
+    if args.outscale is not None and args.outscale <= 0:
+        raise SavlError(f"--outscale must be positive, got {args.outscale}")
+    scale = args.outscale if args.outscale is not None else model_scale(model)
+    suffix = args.suffix if args.suffix is not None else f"_x{scale:g}"
+    jobs = _sr_jobs(Path(args.input), Path(args.output), suffix, args.ext)
+    dtype = autocast_dtype("fp32" if args.fp32 else args.precision, args.device, model)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    failed = []
+    bar = tqdm(jobs, desc="savl sr", unit="image", disable=not progress, file=sys.stderr)
+    for src, dst, named in bar:
         try:
-            out = upscale(model, x, tile=tile, overlap=args.overlap, dtype=dtype, device=dev)
-        except (ValueError, RuntimeError) as e:
-            small = small_image_error(src, x.shape, e)
-            if small is None:
-                raise
-            raise small from None
-        colour = out[:3].mean(0, keepdim=True) if info.gray else out[:3]
-        alpha = out[-1:] if info.alpha is not None else None
-        # Keep 16 bits where the output format can hold them (PNG, TIFF); other formats get 8.
-        depth = info.bit_depth if dst.suffix.lower() in (".png", ".tif", ".tiff") else 8
-        write_image(dst, colour, bit_depth=depth, alpha=alpha, gray=info.gray)
-        print(f"{src} -> {dst} ({rgb.shape[-1]}x{rgb.shape[-2]} -> {out.shape[-1]}x{out.shape[-2]})")
+            line = _sr_one(model, src, dst, named, args, dtype)
+        except (SavlError, OutOfMemoryError) as e:
+            # One bad file does not stop a batch: report it, go on, and exit 2 at the end.
+            oom = f"{src}: out of memory (try a smaller --tile)"
+            message = str(e).splitlines()[0] if isinstance(e, SavlError) else oom
+            if len(jobs) == 1:
+                raise SavlError(message) from None
+            tqdm.write(f"savl: error: {message}", file=sys.stderr)
+            failed.append(src)
+            continue
+        if progress:
+            bar.set_postfix_str(src.name)
+        else:
+            print(line)
+    bar.close()
+    if failed:
+        raise SavlError(f"{len(failed)} of {len(jobs)} images failed (listed above); the others were written")
     return 0
 
 
@@ -204,7 +313,7 @@ def cmd_severity(args) -> int:
     dev = device(args.device)
     pairs = _inputs(Path(args.input), Path(args.output))
     check_output_paths(pairs, sidecars=(".npy",))
-    model = _load_model(args.model, dev)
+    model = _load_model(args.model, str(dev))
     for src, dst in pairs:
         lr = read_image(src)
         try:
@@ -217,6 +326,26 @@ def cmd_severity(args) -> int:
         raw = dst.with_suffix(".npy")
         write_group({dst: encode_image(dst, colour), raw: _npy_bytes(sev.numpy())})
         print(f"{src} -> {dst} (+ {raw.name}; severity {sev.min():.3f} .. {sev.max():.3f})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from savl.export import export_onnx
+
+    model = sr_model(args.model, "cpu")
+    image = None
+    if args.image:
+        from savl.io import read_image
+
+        image = read_image(args.image)
+    report = export_onnx(model, args.onnx, image=image, atol=args.atol, multiple=args.multiple)
+    h, w = report.checked_on
+    print(
+        f"{args.model} -> {report.path} (x{report.scale}; input height and width: any multiple of "
+        f"{report.size_multiple}); checked on a {w}x{h} image with {report.runtime}: "
+        f"max abs difference from PyTorch {report.max_abs_diff:.2e}"
+    )
     return 0
 
 
@@ -247,14 +376,59 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--root", help="where datasets live (default: $SAVL_DATA_DIR or data/downloads)")
     da.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("sr", help="super-resolve an image or a folder with a saved model")
-    s.add_argument("input")
-    s.add_argument("output")
-    s.add_argument("--model", required=True, help="a .safetensors model written by savl (JSON config beside it)")
-    s.add_argument("--tile", type=_tile_arg, default="256", help="LR tile side, 'auto' or 'none'")
-    s.add_argument("--overlap", type=overlap_arg, default=16)
+    s = sub.add_parser(
+        "sr",
+        help="super-resolve an image or a folder with a saved model",
+        description="Super-resolve an image, or every image of a folder into an output folder (created). "
+        "Tiling follows Real-ESRGAN: --tile is the side of each tile's core and --overlap the context added "
+        "on each side, so an H x W image runs ceil(H/tile) * ceil(W/tile) tiles.",
+    )
+    s.add_argument("input", help="an image file or a folder of images")
+    s.add_argument("output", help="an output image file, or a folder (created) for <stem><suffix>.<ext>")
+    s.add_argument(
+        "--model",
+        required=True,
+        help="a .safetensors model written by savl (JSON config beside it), or another project's .pth "
+        "(Real-ESRGAN, HAT, SwinIR, ...) through the optional spandrel extra",
+    )
+    s.add_argument(
+        "--tile",
+        type=_tile_arg,
+        default="256",
+        help="LR side of each tile's core, excluding the overlap (as Real-ESRGAN's --tile); 'auto' or 'none' "
+        "(whole image); default 256",
+    )
+    s.add_argument(
+        "--overlap",
+        "--tile-pad",
+        type=overlap_arg,
+        default=16,
+        help="LR pixels of context added on each inner side of a tile and blended (Real-ESRGAN's --tile_pad)",
+    )
+    s.add_argument("-s", "--outscale", type=float, help="final scale: the model's output resized (Lanczos)")
+    s.add_argument("--suffix", help="added to each output's stem (default _x<scale>, e.g. photo_x4.png)")
+    s.add_argument(
+        "--ext",
+        choices=["auto", "png", "jpg", "tif", "webp"],
+        default="auto",
+        help="output format of a folder's outputs; auto keeps the input's (PNG where savl cannot write it, and for "
+        "alpha where JPEG was asked for)",
+    )
     s.add_argument("--device", default="cpu")
-    s.add_argument("--bf16", action="store_true", help="bf16 autocast (falls back to fp32 on NaN/Inf)")
+    s.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere; a tile with NaN/Inf is redone in fp32",
+    )
+    s.add_argument("--fp32", action="store_true", help="full precision everywhere (same as --precision fp32)")
+    s.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="same as --precision bf16")
+    s.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar over the files (default: when stderr is a terminal; else one line per file)",
+    )
     s.set_defaults(func=cmd_sr)
 
     sv = sub.add_parser("severity", help="the Eq. 15 severity map of an LR image (PNG + raw .npy)")
@@ -263,6 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", required=True)
     sv.add_argument("--device", default="cpu")
     sv.set_defaults(func=cmd_severity)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a model to ONNX (dynamic height/width), checked against PyTorch",
+        description="Export an SR model to ONNX with dynamic input height and width (multiples of the model's "
+        "window and encoder factor, recorded in the file's metadata), then run the file on a test image and "
+        "compare it with PyTorch. Needs the 'export' extra (onnx, onnxscript, onnxruntime).",
+    )
+    ex.add_argument("model", help="a savl .safetensors model, or another project's .pth (spandrel extra)")
+    ex.add_argument("--onnx", required=True, help="the .onnx file to write")
+    ex.add_argument("--image", help="the LR test image (default: a crop of scikit-image's astronaut)")
+    ex.add_argument("--atol", type=float, default=1e-3, help="largest accepted max abs difference (default 1e-3)")
+    ex.add_argument("--multiple", type=int, help="override the size multiple of H and W")
+    ex.set_defaults(func=cmd_export)
 
     from savl.eval_command import add_eval_parser
     from savl.train.command import add_train_parser

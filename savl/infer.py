@@ -1,21 +1,33 @@
-"""Tiled inference (DESIGN §2, §5.1 "256x256 tiles") and severity maps (Eq. 15).
+"""Tiled inference (the paper evaluates on 256 x 256 LR tiles) and severity maps (Eq. 15).
 
-`upscale` keeps the image in host memory and streams tiles to the model's device, so memory stays flat as the
-image grows. Overlapping tiles are blended with a smooth window (a raised-cosine ramp over the overlap), so
-seams do not show. Gray images go through the network as RGB and come back gray; an alpha channel is
-upscaled on its own track with MATLAB bicubic (a network trained on RGB knows nothing about alpha).
+Tiles follow Real-ESRGAN's meaning: `tile` is the side of the core each tile is responsible for, and
+`overlap` (Real-ESRGAN's `tile_pad`) extra LR pixels of context are added on every side that touches another
+tile, so an H x W image runs ceil(H / tile) * ceil(W / tile) tiles. Cores are balanced (never a sliver at the
+end). Where two padded tiles meet they share 2 * overlap pixels, blended with a raised-cosine window, so seams do
+not show even for networks whose receptive field exceeds the pad.
+
+The image stays in host memory and tiles go to the model's device one at a time. Finished output rows are
+handed on as soon as no later tile can touch them, so `upscale_to_array` writes them straight into a
+preallocated uint8/uint16 array: host memory is the output's own bytes plus one band of tiles, flat in the
+image size. Gray images go through the network as RGB and come back gray; an alpha channel is upscaled on its
+own track with MATLAB bicubic (a network trained on RGB knows nothing about alpha).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from savl.errors import SavlError
 from savl.imresize import imresize
+
+# torch.OutOfMemoryError is torch >= 2.5; older releases only have the CUDA one (its base class since).
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def model_scale(model: nn.Module) -> int:
@@ -27,27 +39,39 @@ def model_scale(model: nn.Module) -> int:
     raise ValueError(f"{type(model).__name__}: cannot tell its scale; pass scale=")
 
 
-def _positions(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts covering [0, length): stride tile - overlap, the last tile flush with the end."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+def tile_grid(length: int, tile: int | None) -> list[tuple[int, int]]:
+    """The cores [start, end) along one side: ceil(length / tile) of them, sizes differing by at most one."""
+    n = 1 if tile is None else max(1, math.ceil(length / tile))
+    edges = [round(i * length / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
-def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1-D blend weights: raised-cosine ramps over `overlap` pixels on sides that touch another tile."""
-    w = torch.ones(length, dtype=torch.float32)
+def count_tiles(height: int, width: int, tile: int | None) -> int:
+    """How many forward passes `upscale` makes on an LR image of this size (tile = core side, None = one)."""
+    return len(tile_grid(height, tile)) * len(tile_grid(width, tile))
+
+
+def _raised_cosine(t: torch.Tensor) -> torch.Tensor:
+    return 0.5 - 0.5 * torch.cos(math.pi * t.clamp(0, 1))
+
+
+def _window(core: tuple[int, int], length: int, overlap: int, scale: int) -> tuple[int, int, torch.Tensor]:
+    """The padded input span [a0, a1) of a core (LR pixels) and its 1-D blend weights at output resolution.
+
+    A side that touches another tile ramps from ~0 at the padded edge to ~1 at 2 * overlap inside it, the span
+    the neighbour also covers; its neighbour's ramp is the mirror image, so the two sum to one there.
+    """
+    c0, c1 = core
+    a0, a1 = max(0, c0 - overlap), min(length, c1 + overlap)
+    w = torch.ones((a1 - a0) * scale)
     if overlap > 0:
-        t = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * t)  # strictly positive, rises to ~1
-        if not at_start:
-            w[:overlap] = ramp
-        if not at_end:
-            w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
-    return w
+        x = torch.arange(a0 * scale, a1 * scale, dtype=torch.float64) + 0.5  # output pixel centres
+        zone = 2 * overlap * scale
+        if c0 > 0:
+            w = torch.minimum(w, _raised_cosine((x - (c0 - overlap) * scale) / zone).float())
+        if c1 < length:
+            w = torch.minimum(w, _raised_cosine(((c1 + overlap) * scale - x) / zone).float())
+    return a0, a1, w
 
 
 def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -73,6 +97,93 @@ def _auto_tile(device: torch.device) -> int:
     return 256
 
 
+def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (first output row, finished float rows (3, n, sW)) top to bottom, each row exactly once.
+
+    The rows are a view into one preallocated band buffer that the next step overwrites: use them (or copy
+    them) before asking for the next band. All arithmetic on the band is in place, so host memory is one band
+    (12 bytes x band height x output width) whatever the image height.
+    """
+    _, H, W = rgb.shape
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    rows, cols = tile_grid(H, tile), tile_grid(W, tile)
+    xwin = [_window(c, W, overlap, scale) for c in cols]
+    col_sum = torch.zeros(W * scale)  # the blend weights are separable, so their sum is an outer product
+    for a0, a1, wx in xwin:
+        col_sum[a0 * scale : a1 * scale] += wx
+    capacity = (max(c1 - c0 for c0, c1 in rows) + 2 * overlap) * scale
+    band, row_sum = torch.empty(3, capacity, W * scale), torch.empty(capacity)
+    band_y0, filled = 0, 0  # the band holds output rows [band_y0, band_y0 + filled), not yet finished
+    for i, core in enumerate(rows):
+        y0, y1, wy = _window(core, H, overlap, scale)
+        need = y1 * scale - band_y0
+        band[:, filled:need].zero_()
+        row_sum[filled:need].zero_()
+        filled = need
+        top = y0 * scale - band_y0
+        for x0, x1, wx in xwin:
+            patch = rgb[:, y0:y1, x0:x1][None].to(device)
+            pred = _run(model, patch, dtype)[0].cpu()
+            if pred.shape[-2:] != ((y1 - y0) * scale, (x1 - x0) * scale):
+                raise SavlError(
+                    f"{type(model).__name__}: a {y1 - y0}x{x1 - x0} input gave {tuple(pred.shape[-2:])}, "
+                    f"not x{scale} of it"
+                )
+            # pred is only read (a model may return an inference-mode tensor, which cannot be changed in place).
+            band[:, top : top + pred.shape[1], x0 * scale : x1 * scale].addcmul_(pred, wy[:, None] * wx[None, :])
+        row_sum[top : top + wy.shape[0]] += wy
+        finished = max(0, rows[i + 1][0] - overlap) if i + 1 < len(rows) else H  # the next tile row's top
+        done = max(finished * scale - band_y0, 0)
+        out = band[:, :done]
+        out.div_(row_sum[:done, None]).div_(col_sum[None, :])
+        yield band_y0, out
+        # Rows the next tile row still adds to move to the top of the buffer.
+        band[:, : filled - done] = band[:, done:filled].clone()
+        row_sum[: filled - done] = row_sum[done:filled].clone()
+        band_y0, filled = band_y0 + done, filled - done
+
+
+def _stream(
+    model: nn.Module,
+    image: torch.Tensor,
+    sink: Callable[[int, torch.Tensor], None],
+    tile: int | str | None,
+    overlap: int,
+    dtype: torch.dtype,
+    device,
+    scale: int | None,
+) -> tuple[int, torch.Tensor | None]:
+    """Run the tiles and hand each finished band (first row, (C, n, sW) in [0, 1]) to `sink`; returns the
+    scale and the upscaled alpha plane (or None). With tile="auto", an out-of-memory error halves the tile and
+    starts again (the sink then sees the rows again, in order)."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+        raise ValueError(f"upscale expects (C,H,W) with C in 1, 3, 4; got {tuple(image.shape)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    scale = scale or model_scale(model)
+    image = image.detach().float().cpu()
+    gray = image.shape[0] == 1
+    rgb = image[:3] if not gray else image.expand(3, -1, -1)
+
+    auto = tile == "auto"
+    size = _auto_tile(device) if auto else tile
+    while True:
+        try:
+            for y, rows in _bands(model, rgb, size, overlap, dtype, device, scale):
+                if rows.shape[1] == 0:  # a tile row whose rows the next one still touches
+                    continue
+                rows.clamp_(0, 1)
+                sink(y, rows.mean(0, keepdim=True) if gray else rows)
+            break
+        except OutOfMemoryError:
+            if not auto or size <= 32:
+                raise
+            size //= 2
+            torch.cuda.empty_cache()
+    alpha = imresize(image[3:], scale=scale).clamp(0, 1) if image.shape[0] == 4 else None
+    return scale, alpha
+
+
 @torch.no_grad()
 def upscale(
     model: nn.Module,
@@ -85,58 +196,70 @@ def upscale(
 ) -> torch.Tensor:
     """Super-resolve one image (C,H,W) in [0,1], C in {1, 3, 4}, tile by tile. Returns (C, sH, sW) on the CPU.
 
-    tile: LR tile side (None = whole image at once, "auto" = from free GPU memory, halved on out-of-memory).
-    overlap: LR pixels shared by neighbouring tiles, blended with a smooth window.
+    tile: side of each tile's core in LR pixels (None = whole image at once, "auto" = from free GPU memory,
+    halved on out-of-memory); an H x W image runs ceil(H / tile) * ceil(W / tile) forward passes.
+    overlap: LR pixels of context added on each inner side of a tile (Real-ESRGAN's tile_pad), blended.
     """
-    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+    out: list[torch.Tensor] = []
+    starts: list[int] = []
+
+    def keep(y: int, rows: torch.Tensor) -> None:
+        if starts and y <= starts[-1]:  # an out-of-memory restart: begin again
+            out.clear(), starts.clear()
+        out.append(rows.clone()), starts.append(y)  # `rows` is a view into a buffer that is reused
+
+    _, alpha = _stream(model, image, keep, tile, overlap, dtype, device, scale)
+    result = torch.cat(out, 1)
+    return result if alpha is None else torch.cat([result, alpha], 0)
+
+
+@torch.no_grad()
+def upscale_to_array(
+    model: nn.Module,
+    image: torch.Tensor,
+    bit_depth: int = 8,
+    tile: int | str | None = 256,
+    overlap: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    scale: int | None = None,
+) -> np.ndarray:
+    """`upscale`, written band by band into a preallocated (sH, sW, C) uint8 or uint16 array.
+
+    Host memory is the array itself (C or 2C bytes per output pixel) plus one band of tiles, instead of the
+    float output, its copies and the quantisation temporaries of `upscale` + `write_image`.
+    """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if image.dim() != 3:
         raise ValueError(f"upscale expects (C,H,W) with C in 1, 3, 4; got {tuple(image.shape)}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    scale = scale or model_scale(model)
-    image = image.detach().float().cpu()
-    alpha = image[3:] if image.shape[0] == 4 else None
-    rgb = image[:3] if image.shape[0] != 1 else image.expand(3, -1, -1)
+    s = scale or model_scale(model)
+    c, h, w = image.shape
+    peak = 65535 if bit_depth == 16 else 255
+    array = np.empty((h * s, w * s, c), np.uint16 if bit_depth == 16 else np.uint8)
+    colour = 1 if c == 1 else 3
 
-    auto = tile == "auto"
-    size = _auto_tile(device) if auto else tile
-    while True:
-        try:
-            out = _upscale_rgb(model, rgb, size, overlap, dtype, device, scale)
-            break
-        except torch.OutOfMemoryError:
-            if not auto or size <= 32:
-                raise
-            size //= 2
-            torch.cuda.empty_cache()
-    out = out.clamp(0, 1)
-    if image.shape[0] == 1:
-        out = out.mean(0, keepdim=True)
+    def write(y: int, rows: torch.Tensor) -> None:
+        array[y : y + rows.shape[1], :, :colour] = rows.mul_(peak).round_().permute(1, 2, 0).numpy()
+
+    _, alpha = _stream(model, image, write, tile, overlap, dtype, device, s)
     if alpha is not None:
-        out = torch.cat([out, imresize(alpha, scale=scale).clamp(0, 1)], 0)
+        array[..., 3] = torch.round(alpha[0] * peak).numpy()
+    return array
+
+
+def resample(samples: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (H, W, C) uint8/uint16 samples with a Lanczos filter (Real-ESRGAN's --outscale uses Lanczos-4),
+    one channel at a time in float32 so memory stays near one plane."""
+    from PIL import Image
+
+    peak = np.iinfo(samples.dtype).max
+    out = np.empty((height, width, samples.shape[2]), samples.dtype)
+    for k in range(samples.shape[2]):
+        plane = Image.fromarray(samples[..., k].astype(np.float32), mode="F")
+        resized = np.asarray(plane.resize((width, height), Image.LANCZOS))
+        out[..., k] = np.clip(np.round(resized), 0, peak)
     return out
-
-
-def _upscale_rgb(model, rgb, tile, overlap, dtype, device, scale) -> torch.Tensor:
-    _, H, W = rgb.shape
-    if tile is None or (H <= tile and W <= tile):
-        return _run(model, rgb[None].to(device), dtype)[0].cpu()
-    if overlap * 2 >= tile:
-        raise ValueError(f"overlap {overlap} must be less than half the tile {tile}")
-    out = torch.zeros(3, H * scale, W * scale)
-    weight = torch.zeros(1, H * scale, W * scale)
-    ys, xs = _positions(H, tile, overlap), _positions(W, tile, overlap)
-    for y0 in ys:
-        th = min(tile, H)
-        wy = _ramp(th * scale, overlap * scale, y0 == 0, y0 + th >= H)
-        for x0 in xs:
-            tw = min(tile, W)
-            patch = rgb[:, y0 : y0 + th, x0 : x0 + tw][None].to(device)
-            pred = _run(model, patch, dtype)[0].cpu()
-            wx = _ramp(tw * scale, overlap * scale, x0 == 0, x0 + tw >= W)
-            w = wy[:, None] * wx[None, :]
-            sl = (slice(None), slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale))
-            out[sl] += pred * w
-            weight[sl] += w
-    return out / weight
 
 
 @torch.no_grad()

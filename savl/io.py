@@ -41,6 +41,7 @@ __all__ = [
     "read_image",
     "write_group",
     "write_image",
+    "write_samples",
 ]
 
 #: Suffixes that `image_files` lists (lower case).
@@ -283,6 +284,27 @@ def encode_image(
 
     samples = _quantise(p, img, alpha, gray, bit_depth)  # (H, W, C) uint8/uint16
     return _encode(p, samples, fmt, bit_depth, int(quality))
+
+
+def write_samples(path, samples: np.ndarray, *, quality: int = 95) -> None:
+    """Write (H, W, C) uint8 or uint16 samples (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as they are,
+    atomically, with the checks of `write_image`: the path `savl sr` uses so that no float copy of a large
+    output is ever made."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _WRITERS:
+        raise ImageError(f"{p}: unknown image suffix {p.suffix!r} (use one of {', '.join(sorted(_WRITERS))})")
+    fmt, depths = _WRITERS[suffix]
+    if samples.ndim != 3 or samples.shape[2] not in (1, 2, 3, 4) or samples.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{p}: expected (H, W, 1..4) uint8/uint16 samples, got {samples.dtype} {samples.shape}")
+    bit_depth = 16 if samples.dtype == np.uint16 else 8
+    if bit_depth not in depths:
+        raise ImageError(f"{p}: {fmt} cannot store {bit_depth}-bit samples (use .png or .tif)")
+    if samples.shape[2] in (2, 4) and fmt == "JPEG":
+        raise ImageError(f"{p}: JPEG cannot store an alpha channel (use .png)")
+    if not 1 <= int(quality) <= 100:
+        raise ImageError(f"{p}: quality must be in 1..100, got {quality}")
+    _write_atomic(p, _encode(p, samples, fmt, bit_depth, int(quality)))
 
 
 def _quantise(p: Path, img, alpha, gray: bool, bit_depth: int) -> np.ndarray:

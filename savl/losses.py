@@ -1,11 +1,13 @@
-"""Losses of SAVL and its SR stage (DESIGN §2, §5.1, §5.3, §5.6, §5.7).
+"""Losses of SAVL and its SR stage.
 
 - `kl_standard_normal`: Eq. 7, the closed-form KL of a per-pixel diagonal Gaussian to N(0, I).
 - `KLSchedule`: Eq. 29-30, linear warm-up of beta.
 - `reconstruction`: Eq. 13, the negative log-likelihood of a Laplace (L1) or Gaussian (L2) decoder.
-- `energy_distance`: ReDSR's Eq. 5 between two sample sets.
-- `CLUB`: the contrastive log-ratio upper bound of mutual information (Cheng et al. 2020), DESIGN §5.6.
-- `PerceptualLoss`, `gan_loss`: the GAN stage's VGG19 and adversarial terms (DESIGN §5.3).
+- `REDUCTIONS`, `reduce_per_image`, `convert_beta`: how Eq. 13 and Eq. 7 are reduced to one number, and how
+  beta translates between those reductions.
+- `energy_distance`, `redsr_energy_loss`: ReDSR's Eq. 5 between two sample sets, and ReDSR's loss on codes.
+- `CLUB`: the contrastive log-ratio upper bound of mutual information (Cheng et al. 2020).
+- `PerceptualLoss`, `gan_loss`: the GAN stage's VGG19 and adversarial terms (Real-ESRGAN's recipe).
 """
 
 from __future__ import annotations
@@ -50,24 +52,98 @@ class KLSchedule:
         return float(self.beta_final) * min(1.0, max(0, step) / self.anneal_steps)
 
 
-def reconstruction(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Eq. 13: -log p(y | z, r) up to scale and constants, averaged over elements.
+# How the SAVL objective is reduced to one number per batch. Eq. 13 and Eq. 7 are written per image and summed
+# over every pixel u (and, for the L1, the 3 colour channels; for the KL, the m code channels).
+REDUCTIONS = ("literal", "pixel", "element")
+_REDUCTION_DOC = {
+    "literal": "Eq. 13 and Eq. 7 as written: both summed over pixels and channels per image, averaged over images",
+    "pixel": "reconstruction a per-element mean; KL summed over code channels and averaged over pixels",
+    "element": "reconstruction a per-element mean; KL a per-element mean (over code channels and pixels)",
+}
 
-    "l1": Laplace likelihood -> mean |pred - target| (the paper's choice); "l2": Gaussian -> mean squared error.
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+
+
+def reconstruction(
+    pred: torch.Tensor, target: torch.Tensor, kind: str = "l1", reduction: str = "pixel"
+) -> torch.Tensor:
+    """Eq. 13: -log p(y | z, r) up to scale and constants.
+
+    "l1": Laplace likelihood -> |pred - target| (the paper's choice); "l2": Gaussian -> squared error.
+    `reduction="literal"` sums over channels and pixels per image and averages over images (Eq. 13 as written);
+    "pixel" and "element" (the default, and what the SR losses use) take the mean over all elements.
     """
+    _check_reduction(reduction)
     if kind == "l1":
-        return (pred - target).abs().mean()
-    if kind == "l2":
-        return (pred - target).square().mean()
-    raise ConfigError(f"reconstruction: kind must be 'l1' or 'l2', got {kind!r}")
+        err = (pred - target).abs()
+    elif kind == "l2":
+        err = (pred - target).square()
+    else:
+        raise ConfigError(f"reconstruction: kind must be 'l1' or 'l2', got {kind!r}")
+    if reduction == "literal":
+        return err.flatten(1).sum(1).mean()
+    return err.mean()
 
 
-def energy_distance(x: torch.Tensor, y: torch.Tensor, normalise: bool = False, unbiased: bool = True) -> torch.Tensor:
+def reduce_per_image(per_image: torch.Tensor, reduction: str, pixels: int, code_dim: int) -> torch.Tensor:
+    """Reduce a regulariser summed over the `pixels` x `code_dim` code entries of each image (shape (B,)).
+
+    "literal": the batch mean of the per-image sums (Eq. 7 as written); "pixel": divided by the pixel count,
+    i.e. nats per pixel, summed over code channels; "element": divided by pixels * code_dim.
+    """
+    _check_reduction(reduction)
+    if reduction == "literal":
+        return per_image.mean()
+    if reduction == "pixel":
+        return per_image.mean() / pixels
+    return per_image.mean() / (pixels * code_dim)
+
+
+def _rec_over_kl_divisor(reduction: str, channels: int, code_dim: int) -> float:
+    # (divisor of the summed reconstruction) / (divisor of the summed KL), per image with P pixels:
+    # literal 1 / 1, pixel (channels P) / P, element (channels P) / (code_dim P). P cancels.
+    _check_reduction(reduction)
+    return {"literal": 1.0, "pixel": float(channels), "element": channels / code_dim}[reduction]
+
+
+def convert_beta(beta: float, source: str, target: str, channels: int = 3, code_dim: int = 64) -> float:
+    """The KL weight under reduction `target` that gives the same objective as `beta` under `source`.
+
+    Derivation. For one image with P pixels let S_rec be Eq. 13 summed over pixels and the `channels` colour
+    channels and S_kl be Eq. 7 summed over pixels and the `code_dim` code channels. A reduction R divides them
+    by N_rec(R) and N_kl(R): literal (1, 1), pixel (channels P, P), element (channels P, code_dim P), so
+
+        L_R = alpha S_rec / N_rec(R) + beta_R S_kl / N_kl(R)
+            = (alpha / N_rec(R)) [S_rec + (beta_R N_rec(R) / N_kl(R) / alpha) S_kl].
+
+    Two reductions have the same minimiser (their losses differ by a positive factor, which Adam ignores up
+    to its epsilon) iff beta_R k(R) is the same, with k(R) = N_rec(R) / N_kl(R): k = 1 (literal), channels
+    (pixel), channels / code_dim (element). Hence beta_target = beta_source k(source) / k(target). The pixel
+    count cancels, so the result does not depend on the patch size. The same rule converts the CLUB weight
+    `lam`, which SAVL reduces like the KL.
+
+    Example: the paper's beta_final = 5e-4 (literal) is 5e-4 / 3 = 1.67e-4 under "pixel" and
+    5e-4 * 64 / 3 = 1.07e-2 under "element"; conversely 5e-4 under "pixel" is 1.5e-3 literal (3x the paper).
+    """
+    if beta < 0:
+        raise ConfigError(f"convert_beta: beta must be >= 0, got {beta}")
+    if channels < 1 or code_dim < 1:
+        raise ConfigError(f"convert_beta: channels and code_dim must be >= 1 (got {channels}, {code_dim})")
+    k_source = _rec_over_kl_divisor(source, channels, code_dim)
+    k_target = _rec_over_kl_divisor(target, channels, code_dim)
+    return float(beta) * k_source / k_target
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor, normalise: bool = True, unbiased: bool = False) -> torch.Tensor:
     """ReDSR's Eq. 5: 2 E||x - y|| - E||x - x'|| - E||y - y'|| between sample sets x (N, D) and y (M, D).
 
-    `unbiased=True` averages the within-set terms over distinct pairs only (a U-statistic), so two samples from
-    the same distribution give 0 in expectation; `unbiased=False` includes the zero diagonal (a V-statistic,
-    exactly 0 for identical sets). `normalise=True` divides by D (DESIGN §2).
+    The defaults are ReDSR's loss as its code computes it: the within-set means run over all N^2 (M^2) pairs,
+    the zero diagonal included (a V-statistic, exactly 0 for identical sets), and the result is divided by D.
+    `unbiased=True` averages the within-set terms over distinct pairs only (a U-statistic, so two samples from
+    the same distribution give 0 in expectation); `normalise=False` keeps Eq. 5's scale (no division by D).
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"energy_distance needs (N, D) and (M, D) tensors, got {tuple(x.shape)}, {tuple(y.shape)}")
@@ -76,6 +152,16 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, normalise: bool = False, u
     yy = _within_mean(_pairwise_distance(y, y), unbiased)
     ed = 2 * xy - xx - yy
     return ed / x.shape[1] if normalise else ed
+
+
+def redsr_energy_loss(codes: torch.Tensor, samples: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ReDSR's regulariser on a batch of codes (B, D): `energy_distance` (ReDSR's form) to `samples` fresh
+    draws from N(0, I). ReDSR draws 64 samples per step and weighs the loss by 0.01 (the caller's weight)."""
+    if codes.dim() != 2:
+        raise ValueError(f"redsr_energy_loss needs codes of shape (B, D), got {tuple(codes.shape)}")
+    device = generator.device if generator is not None else codes.device
+    t = torch.randn(samples, codes.shape[1], generator=generator, device=device, dtype=codes.dtype)
+    return energy_distance(codes, t.to(codes.device))
 
 
 def _pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -95,7 +181,7 @@ def _within_mean(d: torch.Tensor, unbiased: bool) -> torch.Tensor:
 
 
 class CLUB(nn.Module):
-    """CLUB (DESIGN §5.6): q(y | x) = N(mu(x), diag exp(logvar(x))), logvar = bound * tanh(.).
+    """CLUB (Cheng et al. 2020): q(y | x) = N(mu(x), diag exp(logvar(x))), logvar = bound * tanh(.).
 
     `log_likelihood` trains q (maximise it, alternating with the main model); `forward` is the MI upper-bound
     estimate mean_i [log q(y_i|x_i) - mean_j log q(y_j|x_i)]. The inner mean over j is computed in closed form
@@ -128,7 +214,7 @@ class CLUB(nn.Module):
         return (positive - negative).mean()
 
 
-# VGG19 `features` indices of the convolutions read before their ReLU (DESIGN §5.3).
+# VGG19 `features` indices of the convolutions read before their ReLU (Real-ESRGAN's perceptual loss).
 VGG19_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}
 PERCEPTUAL_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1
@@ -140,7 +226,7 @@ def vgg19_weights_path() -> Path:
 
 
 class PerceptualLoss(nn.Module):
-    """VGG19 perceptual loss (DESIGN §5.3): weighted L1 between pre-ReLU features of conv1_2 ... conv5_4.
+    """VGG19 perceptual loss (Real-ESRGAN's): weighted L1 between pre-ReLU features of conv1_2 ... conv5_4.
 
     Inputs are RGB in [0, 1], normalised with the ImageNet mean/std. `weights="imagenet"` loads the torchvision
     file from the torch hub cache and never downloads; `weights=None` keeps random weights (tests only: such a
@@ -206,7 +292,7 @@ def _load_vgg19_features() -> dict[str, torch.Tensor]:
 
 
 def gan_loss(pred: torch.Tensor, target_is_real: bool, for_discriminator: bool = True, kind: str = "vanilla"):
-    """Adversarial loss on discriminator logits (DESIGN §5.3: vanilla; the 0.1 weight is the caller's).
+    """Adversarial loss on discriminator logits (Real-ESRGAN uses "vanilla"; the 0.1 weight is the caller's).
 
     "vanilla": BCE-with-logits against 1 (real) or 0 (fake); the same formula serves the discriminator and the
     generator, so `for_discriminator` does not change it. "hinge": the discriminator gets mean relu(1 -+ pred),

@@ -89,6 +89,26 @@ def test_rdb_rrdb_residual_scaling(generator):
     torch.testing.assert_close(rrdb(x), x + 0.2 * (x + 0.6))
 
 
+def test_rdb_init_is_esrgan_kaiming_times_0_1():
+    # ESRGAN / BasicSR: Kaiming normal (fan-in, gain sqrt 2) scaled by 0.1, zero bias. Checked on the weights'
+    # sample moments: std within 3 % of 0.1 sqrt(2 / fan_in) (each conv has >= 18k weights, so the standard
+    # error of the std is < 0.6 %), and a normal's kurtosis of 3 (PyTorch's default, a uniform, has 1.8).
+    torch.manual_seed(0)
+    rdb = ResidualDenseBlock(64, 32)
+    for conv in rdb.convs:
+        w = conv.weight.detach().double().flatten()
+        fan_in = conv.in_channels * 9
+        assert w.std().item() == pytest.approx(0.1 * (2 / fan_in) ** 0.5, rel=0.03)
+        kurtosis = (((w - w.mean()) / w.std()) ** 4).mean().item()
+        assert kurtosis == pytest.approx(3.0, abs=0.25)
+        assert (conv.bias == 0).all()
+    # init_scale is the knob: 1.0 gives plain Kaiming normal
+    torch.manual_seed(0)
+    plain = ResidualDenseBlock(64, 32, init_scale=1.0)
+    assert plain.convs[0].weight.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.03)
+    assert all(isinstance(b, ResidualDenseBlock) for b in RRDB(16, 8).body)
+
+
 def test_sft_and_channel_attention_by_hand(generator):
     torch.manual_seed(0)
     x = torch.rand(1, 4, 3, 3, generator=generator)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from savl.errors import ImageError
+from savl.errors import ConfigError, ImageError
 from savl.losses import kl_standard_normal
-from savl.models.blocks import MAConv, detached_norm_statistics, norm_groups
+from savl.models.blocks import MAConv, PixelNorm, detached_norm_statistics, norm_groups
 from savl.models.encoder import LOGVAR_MAX, LOGVAR_MIN, AmortizedEncoder, EncoderConfig, Posterior
 from savl.models.io import load_model, save_model
 
@@ -128,6 +128,53 @@ def test_receptive_field_matches_gradient_support():
     assert max(max(e) for e in extents) == rf
     # GroupNorm's statistics couple every output to the whole image: without detaching, the support is global.
     assert _gradient_extent(net, 32, (16, 16), detach=False) == (32, 32)
+
+
+def test_paper_profile_size_is_unchanged_by_the_new_options():
+    # 851,616 parameters: the paper profile's count before `norm` and `levels` existed (GroupNorm, 4 levels).
+    with torch.device("meta"):
+        enc = AmortizedEncoder(EncoderConfig.paper())
+    assert sum(p.numel() for p in enc.parameters()) == 851_616
+    cfg = EncoderConfig.paper()
+    assert (cfg.norm, cfg.levels, cfg.widths, cfg.downsample_factor) == ("group", None, [32, 32, 64, 128], 8)
+    assert enc.image_wide
+
+
+@pytest.mark.parametrize("norm", ["none", "pixel"])
+def test_rf_limited_encoder_is_local_without_detaching(norm):
+    # The paper's widths with two levels of one block (MANet's depth): the layer list is the smoke layout's,
+    # so the same hand count gives 25 px; with no image-wide statistics the *plain* gradient support (nothing
+    # detached) is that window, whereas GroupNorm's support is the whole canvas (previous test).
+    cfg = EncoderConfig.rf_limited("paper", norm=norm)
+    assert (cfg.base, cfg.multipliers, cfg.code_dim) == (32, (1, 1, 2, 4), 64)  # the paper's list is kept
+    assert cfg.widths == [32, 32] and cfg.downsample_factor == 2 and cfg.blocks_per_level == 1
+    torch.manual_seed(0)
+    enc = AmortizedEncoder(cfg)
+    assert not enc.image_wide and enc.receptive_field() == 25
+    net = AmortizedEncoder(cfg).double()
+    net.load_state_dict(enc.state_dict())
+    extents = [_gradient_extent(net, 48, (20 + i, 20 + j), detach=False) for i in range(2) for j in range(2)]
+    assert max(max(e) for e in extents) == 25
+
+
+def test_pixel_norm_is_layer_norm_over_channels(generator):
+    x = torch.randn(2, 6, 4, 5, generator=generator, dtype=torch.float64)
+    norm = PixelNorm(6).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 6))
+        norm.bias.copy_(torch.linspace(-1.0, 1.0, 6))
+    ref = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, eps=1e-5)
+    torch.testing.assert_close(norm(x), ref.permute(0, 3, 1, 2))
+
+
+def test_encoder_config_validation():
+    with pytest.raises(ConfigError, match="norm"):
+        EncoderConfig(norm="batch")
+    with pytest.raises(ConfigError, match="levels"):
+        EncoderConfig(levels=5)
+    with pytest.raises(ConfigError, match="levels"):
+        EncoderConfig(levels=0)
+    assert EncoderConfig(levels=3).widths == [32, 32, 64]
 
 
 def test_norm_groups_and_maconv():

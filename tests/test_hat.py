@@ -1,4 +1,4 @@
-"""HAT backbone (savl/models/hat.py, DESIGN §5.2) against hand-built references."""
+"""HAT backbone (savl/models/hat.py) against hand-built references."""
 
 import itertools
 
@@ -14,6 +14,7 @@ from savl.models.hat import (
     OCAB,
     SHIFT_MASK_VALUE,
     DropPath,
+    FactoredBias,
     WindowAttention,
     overlapping_relative_position_index,
     reflect_pad_to,
@@ -201,6 +202,68 @@ def test_reflect_pad_small_inputs_repeat_reflection():
     assert y.shape[-2:] == (8, 8)
     # reflect of [0,1,2] -> [0,1,2,1,0] -> [0,1,2,1,0,1,2,1]
     assert y[0, 0, 0].tolist() == [0, 1, 2, 1, 0, 1, 2, 1]
+
+
+def test_reflect_pad_one_pixel_sides_fall_back_to_replicate():
+    # A side of 1 pixel cannot be reflected (F.pad needs pad < side); it is replicated, and padding terminates.
+    dot = torch.full((1, 2, 1, 1), 0.3)
+    torch.testing.assert_close(reflect_pad_to(dot, 4), torch.full((1, 2, 4, 4), 0.3))
+    row = torch.arange(3.0).view(1, 1, 1, 3)  # H = 1: replicate down, reflect across
+    y = reflect_pad_to(row, 8)
+    assert y.shape[-2:] == (8, 8)
+    ref_row = torch.tensor([0.0, 1, 2, 1, 0, 1, 2, 1])
+    torch.testing.assert_close(y[0, 0], ref_row.expand(8, 8))
+    col = row.transpose(-1, -2)  # W = 1
+    torch.testing.assert_close(reflect_pad_to(col, 8)[0, 0], ref_row[:, None].expand(8, 8))
+
+
+def test_hat_super_resolves_one_pixel_images(generator):
+    torch.manual_seed(0)
+    model = tiny_hat().eval()
+    with torch.no_grad():
+        for h, w in [(1, 1), (1, 5), (6, 1)]:
+            assert model(torch.rand(1, 3, h, w, generator=generator)).shape == (1, 3, 4 * h, 4 * w)
+
+
+def test_every_attention_call_gets_contiguous_tensors(generator, monkeypatch):
+    # Strided q/k/v send SDPA down a slower path; OCAB's keys/values at batch 1 used to be strided views.
+    import savl.models.hat as hat
+
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append(all(t.is_contiguous() for t in (q, k, v) if t is not None))
+        seen.append(attn_mask is None or attn_mask.is_contiguous())
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(hat.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    model = tiny_hat().eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 8, 8, generator=generator))
+        OCAB(8, 4, 0.5, heads=2)(torch.randn(1, 64, 8, generator=generator), (8, 8))
+    assert len(seen) > 0 and all(seen)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_factored_bias_is_folded_into_q_and_k(generator, masked):
+    # left @ right^T added to the logits, whether folded into q/k (SDPA path) or materialised (reference).
+    torch.manual_seed(0)
+    attn = WindowAttention(16, 4, 4)
+    B, H, W = 2, 8, 12
+    nW = (H // 4) * (W // 4)
+    x = torch.randn(B * nW, 16, 16, generator=generator)
+    mask = shifted_window_mask(H, W, 4, 2) if masked else None
+    fb = FactoredBias(*(torch.randn(B * nW, 4, 16, 3, generator=generator) for _ in range(2)))
+    with torch.no_grad():
+        folded = attn(x, mask, fb)
+        dense = attn(x, mask, fb.left @ fb.right.transpose(-1, -2), reference=True)
+        ref = attn(x, mask, fb, reference=True)
+        plain = attn(x, mask, None)
+    torch.testing.assert_close(folded, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ref, dense, atol=1e-6, rtol=1e-6)
+    assert (folded - plain).abs().max() > 1e-3
 
 
 def test_hat_parameter_counts_match_hat_paper():

@@ -1,12 +1,14 @@
-"""Tiled inference: tiles agree with the whole image, any size, gray/RGBA tracks, bf16 fallback."""
+"""Tiled inference: tile = core size (Real-ESRGAN), tiles agree with the whole image, streamed output, any size,
+gray/RGBA tracks, bf16 fallback."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from savl.infer import _positions, _ramp, upscale
+from savl.infer import _bands, _window, count_tiles, resample, tile_grid, upscale, upscale_to_array
 
 
 class TinySR(nn.Module):
@@ -34,20 +36,48 @@ def psnr(a, b):
     return 10 * math.log10(1.0 / torch.mean((a - b) ** 2).item())
 
 
-def test_positions_cover_the_image_and_end_flush():
-    assert _positions(200, 64, 16) == [0, 48, 96, 136]
-    assert _positions(50, 64, 16) == [0]
-    for length in (65, 100, 257):
-        starts = _positions(length, 64, 16)
-        assert starts[0] == 0 and starts[-1] + 64 == length
-        assert all(b - a <= 48 for a, b in zip(starts, starts[1:]))
+def test_tile_grid_balances_cores_and_counts_like_realesrgan():
+    assert tile_grid(256, 128) == [(0, 128), (128, 256)]
+    assert tile_grid(257, 128) == [(0, 86), (86, 171), (171, 257)]  # no 1-pixel sliver at the end
+    assert tile_grid(50, 64) == [(0, 50)] and tile_grid(50, None) == [(0, 50)]
+    for length in (1, 65, 100, 257, 1000):
+        cores = tile_grid(length, 64)
+        assert len(cores) == math.ceil(length / 64) and cores[0][0] == 0 and cores[-1][1] == length
+        assert all(a[1] == b[0] for a, b in zip(cores, cores[1:])) and all(c1 - c0 <= 64 for c0, c1 in cores)
+    # Real-ESRGAN's tile 128 / pad 16 on a 256 x 256 LR image: ceil(256/128)^2 = 4 tiles.
+    assert count_tiles(256, 256, 128) == 4 and count_tiles(300, 100, 128) == 3
 
 
-def test_ramp_is_smooth_positive_and_one_inside():
-    w = _ramp(64, 16, at_start=False, at_end=False)
-    assert (w > 0).all() and torch.all(w[16:48] == 1)
-    assert torch.all(w[:16].diff() > 0) and torch.all(w[-16:].diff() < 0)
-    assert torch.all(_ramp(64, 16, at_start=True, at_end=True) == 1)
+def test_blend_weights_are_smooth_positive_and_sum_to_one_where_tiles_meet():
+    a0, a1, left = _window((0, 64), 128, 8, 1)
+    b0, b1, right = _window((64, 128), 128, 8, 1)
+    assert (a0, a1, b0, b1) == (0, 72, 56, 128)
+    assert (left > 0).all() and (right > 0).all() and torch.all(left[:56] == 1) and torch.all(right[16:] == 1)
+    torch.testing.assert_close(left[56:72] + right[:16], torch.ones(16))
+    assert torch.all(left[56:].diff() < 0) and torch.all(right[:16].diff() > 0)
+    assert torch.all(_window((0, 64), 64, 8, 4)[2] == 1)
+
+
+class Counting(nn.Module):
+    """Wraps a model and records the LR size of every forward pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.scale, self.calls = model, model.scale, []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape[-2:]))
+        return self.model(x)
+
+
+def test_tile_is_the_core_size_so_256_with_tile_128_runs_4_tiles():
+    model = Counting(TinySR().eval())
+    upscale(model, torch.rand(3, 256, 256), tile=128, overlap=16)
+    assert len(model.calls) == 4  # the tile used to include the overlap: 9 tiles here
+    assert sorted(set(model.calls)) == [(144, 144)]  # a 128 core + 16 of context on the inner side
+    model.calls.clear()
+    upscale(model, torch.rand(3, 300, 100), tile=128, overlap=16)
+    assert len(model.calls) == count_tiles(300, 100, 128) == 3
 
 
 def test_tiled_matches_untiled_on_200x200():
@@ -89,6 +119,53 @@ def test_bf16_runs_and_stays_close():
 def test_bad_arguments():
     model = TinySR().eval()
     with pytest.raises(ValueError, match="overlap"):
-        upscale(model, torch.rand(3, 100, 100), tile=32, overlap=16)
+        upscale(model, torch.rand(3, 100, 100), tile=32, overlap=-1)
     with pytest.raises(ValueError, match="expects"):
         upscale(model, torch.rand(2, 10, 10))
+
+
+@pytest.mark.parametrize("tile, overlap", [(64, 16), (48, 20), (70, 0)])
+def test_tiled_matches_untiled_under_core_tiles(tile, overlap):
+    model = TinySR().eval()
+    img = torch.rand(3, 150, 130, generator=torch.Generator().manual_seed(3))
+    whole = upscale(model, img, tile=None)
+    tiled = upscale(model, img, tile=tile, overlap=overlap)
+    assert tiled.shape == whole.shape == (3, 600, 520)
+    # A 7x7 receptive field is inside a pad of 16 or 20; with no pad only the rows at the seams differ.
+    assert psnr(whole, tiled) >= (40.0 if overlap else 25.0)
+
+
+def test_bands_stream_each_output_row_once_in_bounded_bands():
+    model = TinySR().eval()
+    img = torch.rand(3, 200, 90, generator=torch.Generator().manual_seed(4))
+    # Each band is a view into a reused buffer: copy it before the next one.
+    bands = [(y, rows.clone()) for y, rows in _bands(model, img, 48, 8, torch.float32, torch.device("cpu"), 4)]
+    starts = [y for y, rows in bands if rows.shape[1]]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert sum(rows.shape[1] for _, rows in bands) == 800
+    assert max(rows.shape[1] for _, rows in bands) <= (48 + 2 * 8) * 4  # never the whole image at once
+    torch.testing.assert_close(torch.cat([rows for _, rows in bands], 1).clamp(0, 1), upscale(model, img, 48, 8))
+
+
+@pytest.mark.parametrize("channels, bit_depth", [(3, 8), (1, 16), (4, 8)])
+def test_upscale_to_array_is_the_quantised_upscale(channels, bit_depth):
+    model = TinySR().eval()
+    img = torch.rand(channels, 70, 50, generator=torch.Generator().manual_seed(5))
+    arr = upscale_to_array(model, img, bit_depth=bit_depth, tile=32, overlap=8)
+    peak = 255 if bit_depth == 8 else 65535
+    assert arr.dtype == (np.uint8 if bit_depth == 8 else np.uint16) and arr.shape == (280, 200, channels)
+    ref = torch.round(upscale(model, img, tile=32, overlap=8) * peak).permute(1, 2, 0).numpy()
+    assert np.array_equal(arr, ref.astype(arr.dtype))
+
+
+def test_resample_matches_pillow_lanczos_on_8_bit_rgb():
+    from PIL import Image
+
+    # A smooth image: Pillow's 8-bit path rounds and clips between its two passes, the float path does not,
+    # and the two agree only where the first pass does not overshoot [0, 255].
+    yy, xx = np.mgrid[0:40, 0:60]
+    samples = np.stack([127 + 100 * np.sin(xx / 7 + k) * np.cos(yy / 9) for k in range(3)], -1).astype(np.uint8)
+    ours = resample(samples, 30, 45)
+    ref = np.asarray(Image.fromarray(samples).resize((45, 30), Image.LANCZOS))
+    assert ours.shape == ref.shape == (30, 45, 3) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1

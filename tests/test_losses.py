@@ -1,4 +1,5 @@
-"""savl.losses against independent references: torch.distributions, Monte Carlo, scipy cdist, analytic MI."""
+"""savl.losses against independent references: torch.distributions, Monte Carlo, scipy cdist, analytic MI,
+numpy sums for the reductions, and a golden value from ReDSR's own energy-distance loss."""
 
 import math
 
@@ -12,13 +13,17 @@ from torch import nn
 from savl.errors import ConfigError, ModelFileError
 from savl.losses import (
     CLUB,
+    REDUCTIONS,
     VGG19_LAYERS,
     KLSchedule,
     PerceptualLoss,
+    convert_beta,
     energy_distance,
     gan_loss,
     kl_standard_normal,
     reconstruction,
+    redsr_energy_loss,
+    reduce_per_image,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,8 +73,60 @@ def test_reconstruction_l1_l2(generator):
     na, nb = a.numpy(), b.numpy()
     assert reconstruction(a, b, "l1").item() == pytest.approx(np.abs(na - nb).mean(), rel=1e-6)
     assert reconstruction(a, b, "l2").item() == pytest.approx(((na - nb) ** 2).mean(), rel=1e-6)
+    assert reconstruction(a, b, "l1", "element").item() == pytest.approx(np.abs(na - nb).mean(), rel=1e-6)
+    # Eq. 13 as written: summed over channels and pixels of each image, then averaged over the 2 images
+    literal = np.abs(na - nb).reshape(2, -1).sum(1).mean()
+    assert reconstruction(a, b, "l1", "literal").item() == pytest.approx(literal, rel=1e-6)
+    assert reconstruction(a, b, "l2", "literal").item() == pytest.approx(((na - nb) ** 2).reshape(2, -1).sum(1).mean())
     with pytest.raises(ConfigError, match="l1"):
         reconstruction(a, b, "l3")
+    with pytest.raises(ConfigError, match="reduction"):
+        reconstruction(a, b, "l1", "sum")
+
+
+def test_reduce_per_image_by_hand():
+    per_image = torch.tensor([12.0, 36.0])  # two images, 6 pixels, code_dim 4
+    assert reduce_per_image(per_image, "literal", 6, 4).item() == 24.0
+    assert reduce_per_image(per_image, "pixel", 6, 4).item() == 4.0
+    assert reduce_per_image(per_image, "element", 6, 4).item() == 1.0
+
+
+def test_convert_beta_closed_forms():
+    assert REDUCTIONS == ("literal", "pixel", "element")
+    # the paper's 5e-4 (literal sums) is 5e-4 / 3 per pixel and 5e-4 * 64 / 3 per element
+    assert convert_beta(5e-4, "literal", "pixel") == pytest.approx(5e-4 / 3, rel=1e-15)
+    assert convert_beta(5e-4, "literal", "element") == pytest.approx(5e-4 * 64 / 3, rel=1e-15)
+    assert convert_beta(5e-4, "pixel", "literal") == pytest.approx(1.5e-3, rel=1e-15)
+    assert convert_beta(1e-3, "pixel", "element", code_dim=8) == pytest.approx(8e-3, rel=1e-15)
+    for a in REDUCTIONS:
+        for b in REDUCTIONS:  # round trips are exact up to rounding
+            assert convert_beta(convert_beta(2e-4, a, b), b, a) == pytest.approx(2e-4, rel=1e-14)
+    with pytest.raises(ConfigError, match="reduction"):
+        convert_beta(1e-4, "sum", "pixel")
+    with pytest.raises(ConfigError, match="beta"):
+        convert_beta(-1.0, "pixel", "literal")
+
+
+@pytest.mark.parametrize("target", ["pixel", "element"])
+def test_converted_beta_gives_the_same_objective_up_to_a_factor(generator, target):
+    # Reductions written out with numpy on random data: L_literal(beta) = (3 P) L_target(convert_beta(beta)),
+    # so both have the same minimiser and proportional gradients, whatever the patch size P.
+    b, c, m, h, w = 2, 3, 5, 4, 7
+    y, y_hat = np.random.default_rng(0).random((2, b, c, h, w))
+    mu, logvar = np.random.default_rng(1).normal(size=(2, b, m, h, w))
+    kl = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)
+    s_rec = np.abs(y - y_hat).reshape(b, -1).sum(1).mean()
+    s_kl = kl.reshape(b, -1).sum(1).mean()
+    beta = 5e-4
+    literal = s_rec + beta * s_kl
+    beta_t = convert_beta(beta, "literal", target, channels=c, code_dim=m)
+    kl_div = h * w if target == "pixel" else m * h * w
+    other = s_rec / (c * h * w) + beta_t * s_kl / kl_div
+    assert literal == pytest.approx(c * h * w * other, rel=1e-12)
+    # and the library's own terms give the same numbers
+    rec_t = reconstruction(torch.from_numpy(y_hat), torch.from_numpy(y), "l1", target).item()
+    kl_t = reduce_per_image(kl_standard_normal(torch.from_numpy(mu), torch.from_numpy(logvar)), target, h * w, m)
+    assert rec_t + beta_t * kl_t.item() == pytest.approx(other, rel=1e-12)
 
 
 def _energy_reference(x, y, unbiased):
@@ -85,28 +142,54 @@ def test_energy_distance_matches_scipy(generator, unbiased):
     x = torch.randn(40, 5, generator=generator, dtype=torch.float64)
     y = torch.randn(30, 5, generator=generator, dtype=torch.float64) * 1.5 + 0.3
     ref = _energy_reference(x.numpy(), y.numpy(), unbiased)
-    assert energy_distance(x, y, unbiased=unbiased).item() == pytest.approx(ref, rel=1e-10)
+    assert energy_distance(x, y, normalise=False, unbiased=unbiased).item() == pytest.approx(ref, rel=1e-10)
     assert energy_distance(x, y, normalise=True, unbiased=unbiased).item() == pytest.approx(ref / 5, rel=1e-10)
+
+
+def test_energy_distance_default_is_redsr_loss():
+    # Golden value from ReDSR's own loss (Chernobyllight/ReDSR @ fea7204, LOSS/ED_LOSS.py, ed_loss.forward), run
+    # outside this repository in float64 with its Gaussian draw replaced by the fixed samples z below.
+    latent = torch.tensor([[math.sin(0.7 * i + 0.3 * j) for j in range(4)] for i in range(5)], dtype=torch.float64)
+    z = torch.tensor([[1.5 * math.cos(1.1 * i - 0.5 * j) for j in range(4)] for i in range(6)], dtype=torch.float64)
+    assert energy_distance(latent, z).item() == pytest.approx(0.23138468778846277, rel=1e-12)
+    # ReDSR's form is the V-statistic divided by the dimension
+    ref = _energy_reference(latent.numpy(), z.numpy(), unbiased=False) / 4
+    assert energy_distance(latent, z).item() == pytest.approx(ref, rel=1e-12)
+
+
+def test_redsr_energy_loss_draws_standard_normal_samples(generator):
+    codes = torch.randn(8, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    got = redsr_energy_loss(codes, samples=64, generator=torch.Generator().manual_seed(3))
+    t = torch.randn(64, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(got, energy_distance(codes, t))
+    got.backward()
+    assert torch.isfinite(codes.grad).all() and codes.grad.abs().sum() > 0
+    # codes far from N(0, I) cost more than codes drawn from it
+    far = redsr_energy_loss(torch.randn(64, 6, generator=generator) + 3.0, generator=generator)
+    near = redsr_energy_loss(torch.randn(64, 6, generator=generator), generator=generator)
+    assert far > 5 * near
+    with pytest.raises(ValueError, match="codes"):
+        redsr_energy_loss(torch.zeros(2, 3, 4))
 
 
 def test_energy_distance_zero_for_identical_sets(generator):
     x = torch.randn(64, 8, generator=generator, dtype=torch.float64, requires_grad=True)
-    assert energy_distance(x, x, unbiased=False).item() == pytest.approx(0.0, abs=1e-12)
-    energy_distance(x, x, unbiased=False).backward()
+    assert energy_distance(x, x).item() == pytest.approx(0.0, abs=1e-12)
+    energy_distance(x, x).backward()
     assert torch.isfinite(x.grad).all()  # zero distances do not give NaN gradients
     # Two independent draws from one distribution: the U-statistic is 0 in expectation, the V-statistic is not.
     u, v = [], []
     for _ in range(200):
         a = torch.randn(16, 4, generator=generator, dtype=torch.float64)
         b = torch.randn(16, 4, generator=generator, dtype=torch.float64)
-        u.append(energy_distance(a, b).item())
-        v.append(energy_distance(a, b, unbiased=False).item())
+        u.append(energy_distance(a, b, unbiased=True).item())
+        v.append(energy_distance(a, b).item())
     u, v = np.array(u), np.array(v)
     assert abs(u.mean()) < 4 * u.std() / math.sqrt(len(u))
     assert v.mean() > 4 * v.std() / math.sqrt(len(v))
     # And a shifted distribution is clearly positive.
     shifted = torch.randn(64, 8, generator=generator, dtype=torch.float64) + 1.0
-    assert energy_distance(x.detach(), shifted).item() > 0.5
+    assert energy_distance(x.detach(), shifted, normalise=False, unbiased=True).item() > 0.5
 
 
 def _correlated_gaussians(n, d, rho, generator):

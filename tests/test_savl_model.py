@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from savl.errors import ConfigError
-from savl.losses import KLSchedule
+from savl.losses import KLSchedule, convert_beta
 from savl.models.decoder import Decoder, DecoderConfig
 from savl.models.encoder import AmortizedEncoder, EncoderConfig
 from savl.models.io import load_model, save_model
@@ -24,22 +24,23 @@ def _smooth_hr(generator, size=48, batch=1):
 @pytest.mark.parametrize("variant", ["savl", "deterministic", "deterministic_club"])
 def test_every_variant_runs_forward_backward_at_odd_size(generator, variant):
     torch.manual_seed(0)
-    model = SAVL.build("smoke", variant=variant, lam=0.5, anneal_steps=10)
+    model = SAVL.build("smoke", variant=variant, lam=0.5 if variant == "deterministic_club" else 0.0, anneal_steps=10)
     lr = torch.rand(2, 3, 37, 53, generator=generator)
     hr = torch.rand(2, 3, 148, 212, generator=generator)
     out = model(lr, hr, step=4, generator=generator)
     assert out["y_hat"].shape == lr.shape
     assert out["beta"].item() == pytest.approx(5e-4 * 0.4)
-    weight = 1.5 * out["beta"]
     if variant == "savl":
-        torch.testing.assert_close(out["loss"], out["rec"] + weight * out["kl"])
+        # beta_t alone weighs the KL (no 1 + lam factor)
+        torch.testing.assert_close(out["loss"], out["rec"] + out["beta"] * out["kl"])
         # "pixel" reduction: Eq. 7 per image divided by the number of LR pixels
         torch.testing.assert_close(out["kl"], out["kl_per_image"] / (37 * 53))
     elif variant == "deterministic":
         assert out["kl"] == 0 and "club" not in out
         torch.testing.assert_close(out["loss"], out["rec"])
     else:
-        torch.testing.assert_close(out["loss"], out["rec"] + weight * out["club"])
+        # lam is CLUB's own weight, not multiplied by beta_t
+        torch.testing.assert_close(out["loss"], out["rec"] + 0.5 * out["club"])
     out["loss"].backward()
     grads = [p.grad for p in model.representation_parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -54,6 +55,39 @@ def test_every_variant_runs_forward_backward_at_odd_size(generator, variant):
     else:
         with pytest.raises(ConfigError):
             model.club_step(lr, hr)
+
+
+def _loss_and_grads(model, lr, hr, step, seed):
+    model.zero_grad(set_to_none=True)
+    out = model(lr, hr, step, generator=torch.Generator().manual_seed(seed))
+    out["loss"].backward()
+    return out, [p.grad.clone() for p in model.representation_parameters()]
+
+
+@pytest.mark.parametrize("variant", ["savl", "deterministic_club"])
+@pytest.mark.parametrize("target", ["pixel", "element"])
+def test_literal_reduction_is_the_converted_objective_times_a_constant(generator, variant, target):
+    # Eq. 7 + Eq. 13 summed per image, beta (or lam) = w, equals (3 h w) x the `target` loss with the weight
+    # from convert_beta, term by term and in every gradient; the same model weights and the same noise draw.
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 9, 11, generator=generator, dtype=torch.float64)
+    hr = torch.rand(2, 3, 36, 44, generator=generator, dtype=torch.float64)
+    w, m = 3e-2, 8  # smoke code_dim
+    w_t = convert_beta(w, "literal", target, code_dim=m)
+    weights = {"beta_final": w} if variant == "savl" else {"lam": w}
+    weights_t = {"beta_final": w_t} if variant == "savl" else {"lam": w_t}
+    lit = SAVL.build("smoke", variant=variant, reduction="literal", anneal_steps=0, **weights).double()
+    other = SAVL.build("smoke", variant=variant, reduction=target, anneal_steps=0, **weights_t).double()
+    other.load_state_dict(lit.state_dict())
+    a, ga = _loss_and_grads(lit, lr, hr, 5, seed=1)
+    b, gb = _loss_and_grads(other, lr, hr, 5, seed=1)
+    factor = 3 * 9 * 11
+    torch.testing.assert_close(a["rec"], factor * b["rec"])
+    torch.testing.assert_close(a["loss"], factor * b["loss"])
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, factor * y)
+    if variant == "savl":
+        torch.testing.assert_close(a["kl"], a["kl_per_image"])  # literal: the per-image sum of Eq. 7
 
 
 def test_eval_mode_uses_the_posterior_mean(generator):
@@ -135,6 +169,15 @@ def test_configuration_errors():
         SAVL(enc, dec, rec="l3")
     with pytest.raises(ConfigError, match="profile"):
         SAVL.build("large")
+    with pytest.raises(ConfigError, match="reduction"):
+        SAVL.build("smoke", reduction="sum")
+    with pytest.raises(ConfigError, match="lam > 0"):
+        SAVL.build("smoke", variant="deterministic_club", lam=0.0)  # no regulariser left
+    # unset, the CLUB weight is the savl variant's final KL weight, and the saved config records it
+    assert SAVL.build("smoke", variant="deterministic_club", beta_final=2e-3).config.lam == 2e-3
+    assert SAVL.build("smoke").config.lam == 0.0
+    with pytest.raises(ConfigError, match="needs lam = 0"):
+        SAVL.build("smoke", lam=0.5)  # the savl variant's weight is beta_final; lam would be ignored
 
 
 def test_paper_profile_sizes():
@@ -148,7 +191,7 @@ def test_paper_profile_sizes():
 @pytest.mark.parametrize("variant", ["savl", "deterministic_club"])
 def test_save_load_round_trip(tmp_path, generator, variant):
     torch.manual_seed(0)
-    model = SAVL.build("smoke", variant=variant, lam=0.25, anneal_steps=7)
+    model = SAVL.build("smoke", variant=variant, lam=0.25 if variant == "deterministic_club" else 0.0, anneal_steps=7)
     path = save_model(model, tmp_path / "savl.safetensors")
     loaded = load_model(path)
     assert loaded.config == model.config

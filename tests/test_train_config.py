@@ -1,5 +1,6 @@
-"""savl.train.config: every shipped YAML validates; unknown/misplaced keys fail naming the key and file;
-overrides parse as YAML; the hash ignores key order and output location; the lr schedule matches §5.1."""
+"""savl.train.config: every shipped YAML validates and names its reduction; unknown/misplaced keys fail naming
+the key and file; overrides parse as YAML; the hash ignores key order and output location; the lr schedule
+matches the paper's §4.1."""
 
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import pytest
 import yaml
 
 from savl.errors import ConfigError
-from savl.train.config import PROFILE_DEFAULTS, apply_override, config_hash, load_config, validate
+from savl.losses import convert_beta
+from savl.train.config import PROFILE_DEFAULTS, apply_override, config_hash, load_config, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -31,18 +33,58 @@ def test_every_yaml_validates(path):
         assert load_config(cfg.init_from).profile == cfg.profile
 
 
-def test_paper_schedule_matches_section_5_1():
+def test_paper_schedule_matches_section_4_1():
     s1, s2, s3 = (load_config(ROOT / f"configs/paper/stage{i}.yaml") for i in (1, 2, 3))
     assert (s1.stage, s2.stage, s3.stage) == ("joint", "frozen_l1", "gan")
     assert [c.schedule.iterations for c in (s1, s2, s3)] == [200_000, 800_000, 600_000]
     assert all(c.batch == 32 and c.lr_patch == 64 and c.optimiser.betas == (0.9, 0.99) for c in (s1, s2, s3))
     assert (s1.optimiser.lr, s2.optimiser.lr, s3.optimiser.lr) == (2e-4, 2e-4, 1e-4)
     assert s3.ema == 0.999 and s3.losses.gan == 0.1 and s3.losses.perceptual_trunk == "imagenet"
-    assert s1.losses.beta_final == 5e-4 and s1.losses.anneal_steps == 50_000
+    assert s1.losses.anneal_steps == 50_000
+    # the paper's beta_final = 5e-4 is for its literal sums (Eq. 7, 13): the representation config uses them
+    # verbatim; stage 1 reduces SAVL per pixel beside the SR L1, with the converted weight
+    rep = load_config(ROOT / "configs/paper/representation.yaml")
+    assert (rep.losses.reduction, rep.losses.beta_final, rep.losses.alpha) == ("literal", 5e-4, 1.0)
+    assert s1.losses.reduction == "pixel"
+    assert s1.losses.beta_final == pytest.approx(convert_beta(5e-4, "literal", "pixel"), rel=1e-7)
     # halved every 200K: hand-computed values at the boundaries
     assert s2.lr_at(0) == 2e-4 and s2.lr_at(199_999) == 2e-4
     assert s2.lr_at(200_000) == 1e-4 and s2.lr_at(400_000) == 5e-5 and s2.lr_at(799_999) == 2.5e-5
     assert s3.milestones() == [200_000, 400_000]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_yaml_names_its_reduction(path):
+    raw = read_yaml(path)
+    assert raw["losses"]["reduction"] in ("literal", "pixel", "element")
+    cfg = load_config(path)
+    if cfg.model.variant != "deterministic_club":
+        assert cfg.losses.lam is None  # lam is the CLUB weight only
+
+
+def test_reduction_key_and_old_alias():
+    assert validate({}).losses.reduction == "pixel"
+    assert validate({"losses": {"reduction": "literal"}}).losses.reduction == "literal"
+    # the old key still works for the reductions it named, and hashes like the new one
+    old = validate({"profile": "smoke", "losses": {"kl_reduction": "element"}})
+    new = validate({"profile": "smoke", "losses": {"reduction": "element"}})
+    assert old.losses.reduction == "element" and config_hash(old) == config_hash(new)
+    with pytest.raises(ConfigError, match="no longer offered"):
+        validate({"losses": {"kl_reduction": "sum"}}, "x.yaml")
+    with pytest.raises(ConfigError, match="contradicts"):
+        validate({"losses": {"kl_reduction": "pixel", "reduction": "literal"}})
+    with pytest.raises(ConfigError, match="losses.reduction"):
+        validate({"losses": {"reduction": "mean"}})
+
+
+def test_lam_is_the_club_weight_only():
+    assert validate({"model": {"variant": "deterministic_club"}, "losses": {"lam": 1e-3}}).losses.lam == 1e-3
+    assert validate({"model": {"variant": "deterministic_club"}}).losses.lam is None  # -> beta_final
+    with pytest.raises(ConfigError, match="must be > 0") as e:
+        validate({"model": {"variant": "deterministic_club"}, "losses": {"lam": 0}}, "club.yaml")
+    assert "club.yaml" in str(e.value)
+    with pytest.raises(ConfigError, match="needs lam = 0"):
+        validate({"losses": {"lam": 0.5}})
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

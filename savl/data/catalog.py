@@ -1,15 +1,19 @@
-"""The public-dataset catalog (DESIGN §5.8): a strict YAML registry, download and layout verification.
+"""The public-dataset catalog: a strict YAML registry of the datasets SAVL trains and evaluates on, their
+download and a check of their layout.
 
-`data/catalog.yaml` lives in the repository beside the `savl` package; downloads land in
-`$SAVL_DATA_DIR` (default `data/downloads/`, git-ignored), one folder per dataset. Hashes and sizes are
-recorded only where known: a null hash is never made up, and verification then relies on counts and
-layout checks.
+`catalog.yaml` ships inside the package (`savl/data/catalog.yaml`, read with importlib.resources, so
+`savl data list` works from an installed wheel; the repository's `data/catalog.yaml` is a link to it).
+Downloads land in `$SAVL_DATA_DIR`, else `data/downloads/` (git-ignored) in a source checkout, else
+`~/.cache/savl/data` (or `$XDG_CACHE_HOME/savl/data`) for an installed package; one folder per dataset.
+Hashes and sizes are recorded only where known: a null hash is never made up, and verification then relies
+on counts and layout checks.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from savl.errors import ConfigError, DataError
 
-CATALOG_PATH = Path(__file__).resolve().parents[2] / "data" / "catalog.yaml"
+CATALOG_PATH = Path(str(resources.files("savl.data").joinpath("catalog.yaml")))
+# A source checkout keeps downloads beside the repository's data/ folder; an installed package has none.
+_CHECKOUT_DATA = Path(__file__).resolve().parents[2] / "data"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -69,7 +75,7 @@ class PairCheck(_Strict):
 
 
 class DatasetEntry(_Strict):
-    """A catalogued dataset (DESIGN §5.8)."""
+    """A catalogued dataset: what it holds, its terms, its files and the checks of a correct folder."""
 
     name: str
     description: str
@@ -128,11 +134,17 @@ def load_catalog(path: str | os.PathLike | None = None) -> dict[str, DatasetEntr
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where datasets live: `root`, else `$SAVL_DATA_DIR`, else `data/downloads/` in the repository."""
+    """Where datasets live: `root`, else `$SAVL_DATA_DIR`, else `data/downloads/` in a source checkout, else
+    `$XDG_CACHE_HOME/savl/data` (default `~/.cache/savl/data`)."""
     if root is not None:
         return Path(root)
     env = os.environ.get("SAVL_DATA_DIR")
-    return Path(env) if env else CATALOG_PATH.parent / "downloads"
+    if env:
+        return Path(env)
+    if (_CHECKOUT_DATA / "catalog.yaml").exists():
+        return _CHECKOUT_DATA / "downloads"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "savl" / "data"
 
 
 def _entry(name: str, catalog: dict[str, DatasetEntry] | None) -> DatasetEntry:

@@ -1,4 +1,4 @@
-"""Shared building blocks (DESIGN §2, §5.1 / paper A.4): MAConv/MABlock, RDB/RRDB, SFT, channel attention.
+"""Shared building blocks (paper A.4): MAConv/MABlock, RDB/RRDB, SFT, channel attention.
 
 Written by hand because no maintained package provides them; each follows the paper that introduced it
 (MAConv: MANet, Liang et al. 2021; RRDB: ESRGAN; SFT: SFTGAN; channel attention: RCAN) in our own code.
@@ -47,6 +47,41 @@ class LocalGroupNorm(nn.GroupNorm):
         return y
 
 
+class PixelNorm(nn.Module):
+    """Per-pixel channel normalisation: each pixel's channel vector to zero mean, unit variance, then a per-channel
+    affine (a LayerNorm over channels at every pixel). Its statistics are local, so unlike GroupNorm it does not
+    make an output depend on the whole image. Same parameter count as GroupNorm (weight and bias per channel).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, unbiased=False, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+NORMS = ("group", "pixel", "none")
+
+
+def make_norm(kind: str, channels: int, groups: int = 32) -> nn.Module:
+    """The encoder's normalisation layer: "group" (the paper's GroupNorm(32), statistics over the whole image),
+    "pixel" (`PixelNorm`, statistics over one pixel's channels) or "none" (identity, as MANet's estimator)."""
+    if kind == "group":
+        return LocalGroupNorm(norm_groups(channels, groups), channels)
+    if kind == "pixel":
+        return PixelNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
 @contextmanager
 def detached_norm_statistics(module: nn.Module):
     """Within the block, every LocalGroupNorm in `module` detaches its statistics."""
@@ -58,6 +93,19 @@ def detached_norm_statistics(module: nn.Module):
     finally:
         for m in norms:
             m.detach_stats = False
+
+
+def kaiming_scaled_init(module: nn.Module, scale: float) -> None:
+    """ESRGAN's initialisation of residual dense blocks: Kaiming normal (fan-in, gain sqrt 2, i.e.
+    std = sqrt(2 / fan_in)) multiplied by `scale`, zero bias. The small scale (0.1) keeps each residual branch
+    near zero at the start, so a deep trunk starts close to the identity."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, a=0.0, mode="fan_in", nonlinearity="relu")
+            with torch.no_grad():
+                m.weight.mul_(scale)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def trunc_normal_init(module: nn.Module, scale: float = 1.0) -> None:
@@ -112,15 +160,18 @@ def _split_sizes(channels: int, split: int) -> list[int]:
 
 
 class MABlock(nn.Module):
-    """Residual block of two MAConvs with GroupNorm + SiLU pre-activation (paper A.4: GroupNorm(32), SiLU)."""
+    """Residual block of two MAConvs with norm + SiLU pre-activation (paper A.4: GroupNorm(32), SiLU).
 
-    def __init__(self, channels: int, groups: int = 32, split: int = 2, reduction: int = 2):
+    `norm` is "group" (the paper's), "pixel" or "none" (`make_norm`).
+    """
+
+    def __init__(self, channels: int, groups: int = 32, split: int = 2, reduction: int = 2, norm: str = "group"):
         super().__init__()
         self.body = nn.Sequential(
-            LocalGroupNorm(norm_groups(channels, groups), channels),
+            make_norm(norm, channels, groups),
             nn.SiLU(),
             MAConv(channels, channels, 3, split, reduction),
-            LocalGroupNorm(norm_groups(channels, groups), channels),
+            make_norm(norm, channels, groups),
             nn.SiLU(),
             MAConv(channels, channels, 3, split, reduction),
         )
@@ -130,14 +181,18 @@ class MABlock(nn.Module):
 
 
 class ResidualDenseBlock(nn.Module):
-    """RDB (ESRGAN): five densely connected 3x3 convs (growth `growth`), LeakyReLU(0.2), scaled residual."""
+    """RDB (ESRGAN): five densely connected 3x3 convs (growth `growth`), LeakyReLU(0.2), scaled residual.
 
-    def __init__(self, channels: int = 64, growth: int = 32, res_scale: float = 0.2):
+    The convs start from ESRGAN's initialisation, Kaiming normal scaled by `init_scale` (0.1), zero bias.
+    """
+
+    def __init__(self, channels: int = 64, growth: int = 32, res_scale: float = 0.2, init_scale: float = 0.1):
         super().__init__()
         self.res_scale = res_scale
         self.convs = nn.ModuleList(
             nn.Conv2d(channels + i * growth, growth if i < 4 else channels, 3, padding=1) for i in range(5)
         )
+        kaiming_scaled_init(self.convs, init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
@@ -149,12 +204,15 @@ class ResidualDenseBlock(nn.Module):
 
 
 class RRDB(nn.Module):
-    """Residual-in-residual dense block (ESRGAN): three RDBs and an outer residual scaled by `res_scale`."""
+    """Residual-in-residual dense block (ESRGAN): three RDBs and an outer residual scaled by `res_scale`;
+    each RDB's convs start from Kaiming normal x `init_scale` (ESRGAN's 0.1)."""
 
-    def __init__(self, channels: int = 64, growth: int = 32, res_scale: float = 0.2):
+    def __init__(self, channels: int = 64, growth: int = 32, res_scale: float = 0.2, init_scale: float = 0.1):
         super().__init__()
         self.res_scale = res_scale
-        self.body = nn.Sequential(*(ResidualDenseBlock(channels, growth, res_scale) for _ in range(3)))
+        self.body = nn.Sequential(
+            *(ResidualDenseBlock(channels, growth, res_scale, init_scale) for _ in range(3))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.res_scale * self.body(x)

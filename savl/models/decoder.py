@@ -1,4 +1,4 @@
-"""The likelihood p(y | z, r): re-degrades a clean HR image with a degradation code (paper A.4, DESIGN §5.1).
+"""The likelihood p(y | z, r): re-degrades a clean HR image with a degradation code (paper A.4).
 
 Pipeline: a fixed 9x9 Gaussian blur (sigma 9.0) splits the HR image x into a low-frequency base and a
 high-frequency condition (x = base + condition); both are brought to LR resolution ("encoding scale 0.25") by
@@ -21,7 +21,7 @@ from savl.models.blocks import RRDB, SFTLayer
 
 @dataclass
 class DecoderConfig:
-    """Decoder sizes (DESIGN §3 profiles); paper: 8 RRDBs, growth 32, residual scale 0.2, x4."""
+    """Decoder sizes for the "paper", "book" and "smoke" profiles; paper: 8 RRDBs, growth 32, residual scale 0.2, x4."""
 
     in_channels: int = 3
     code_dim: int = 64

@@ -2,7 +2,14 @@
 
 The encoder maps an LR image y (B, 3, h, w) to a mean and a log-variance for every LR pixel u, i.e. a mean-field
 Gaussian over r(u) in R^m (m = 64 in the paper). Its backbone follows MANet: conv head -> MAConv residual blocks
-in a small U-shape -> conv tail, with GroupNorm and SiLU (DESIGN §5.1).
+in a small U-shape -> conv tail, with GroupNorm(32) and SiLU (paper A.4).
+
+Assumption A1 asks for a receptive-field-limited encoder. The paper profile (widths 32 x [1, 1, 2, 4], two
+blocks per level) sees 209 x 209 LR pixels through its convolutions, and GroupNorm's image-wide statistics make
+every code depend (weakly) on the whole image; MANet's own estimator (two levels, one block each, no
+normalisation) sees about 22 pixels. `EncoderConfig.norm` ("group", "pixel", "none") and the depth (`levels`,
+`blocks_per_level`) are therefore configurable; `EncoderConfig.rf_limited()` is the paper's widths with MANet's
+depth and no normalisation.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ from torch import nn
 
 from savl.errors import ConfigError, ImageError
 from savl.losses import kl_standard_normal
-from savl.models.blocks import LocalGroupNorm, MABlock, detached_norm_statistics, norm_groups, trunc_normal_init
+from savl.models.blocks import NORMS, MABlock, detached_norm_statistics, make_norm, trunc_normal_init
 
-# Log-variance range (DESIGN §5.1 "clamped to a documented safe range"): sigma^2 in [exp(-12), exp(8)] =
+# Log-variance range (our choice; the paper gives none): sigma^2 in [exp(-12), exp(8)] =
 # [6e-6, 3e3] keeps exp() finite in bf16/fp32 and the KL's -log sigma^2 term bounded. Clamping stops the
 # gradient only beyond the range, where the KL already pushes back.
 LOGVAR_MIN = -12.0
@@ -28,7 +35,13 @@ LOGVAR_MAX = 8.0
 
 @dataclass
 class EncoderConfig:
-    """Encoder sizes (DESIGN §3 profiles). `multipliers` give each U-level's width as `base * mult`."""
+    """Encoder sizes; `profile(name)` gives the "paper", "book" and "smoke" ones.
+
+    `multipliers` give each U-level's width as `base * mult`; `levels` uses only the first `levels` of them
+    (None: all), so the U-shape's depth can change while the paper's list stays; `blocks_per_level` MABlocks
+    per level; `norm` is the normalisation in every block and the tail: "group" (the paper's GroupNorm with
+    gcd(`groups`, channels) groups), "pixel" (per-pixel channel norm, local) or "none".
+    """
 
     in_channels: int = 3
     code_dim: int = 64
@@ -39,6 +52,8 @@ class EncoderConfig:
     split: int = 2
     reduction: int = 2
     deterministic: bool = False
+    norm: str = "group"
+    levels: int | None = None
 
     def __post_init__(self):
         self.multipliers = tuple(int(m) for m in self.multipliers)
@@ -46,10 +61,14 @@ class EncoderConfig:
             raise ConfigError(f"EncoderConfig: code_dim >= 1, base >= 2 and positive multipliers needed ({self})")
         if self.blocks_per_level < 1:
             raise ConfigError("EncoderConfig: blocks_per_level must be >= 1")
+        if self.norm not in NORMS:
+            raise ConfigError(f"EncoderConfig: norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.levels is not None and not 1 <= self.levels <= len(self.multipliers):
+            raise ConfigError(f"EncoderConfig: levels must lie in [1, {len(self.multipliers)}], got {self.levels}")
 
     @classmethod
     def paper(cls) -> EncoderConfig:
-        """Paper A.4: m = 64, base 32, multipliers [1, 1, 2, 4]."""
+        """Paper A.4: m = 64, base 32, multipliers [1, 1, 2, 4], GroupNorm(32)."""
         return cls(code_dim=64, base=32, multipliers=(1, 1, 2, 4), blocks_per_level=2)
 
     @classmethod
@@ -68,9 +87,21 @@ class EncoderConfig:
             raise ConfigError(f"unknown profile {name!r} (use paper, book or smoke)")
         return getattr(cls, name)()
 
+    @classmethod
+    def rf_limited(cls, profile: str = "paper", norm: str = "none") -> EncoderConfig:
+        """A receptive-field-limited variant of a profile (assumption A1): the profile's widths and code size
+        with MANet's depth, two U-levels of one block each, and no image-wide normalisation."""
+        return dataclasses.replace(cls.profile(profile), levels=2, blocks_per_level=1, norm=norm)
+
+    @property
+    def widths(self) -> list[int]:
+        """Channel width of each U-level used."""
+        used = self.multipliers if self.levels is None else self.multipliers[: self.levels]
+        return [self.base * m for m in used]
+
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.multipliers) - 1)
+        return 2 ** (len(self.widths) - 1)
 
 
 class Posterior:
@@ -141,8 +172,8 @@ class AmortizedEncoder(nn.Module):
 
     Any input size works: the image is replicate-padded on the bottom/right to a multiple of the U-shape's
     downsampling factor and the output is cropped back. GroupNorm uses gcd(32, channels) groups
-    (`norm_groups`). `deterministic=True` (or `config.deterministic`) gives the §4.4 ablation: a tail of m
-    channels and a Posterior with `logvar=None`.
+    (`norm_groups`); `config.norm` replaces it. `deterministic=True` (or `config.deterministic`) gives the
+    §4.4 ablation: a tail of m channels and a Posterior with `logvar=None`.
     """
 
     architecture = "AmortizedEncoder"
@@ -152,9 +183,12 @@ class AmortizedEncoder(nn.Module):
         config = config or EncoderConfig()
         config = dataclasses.replace(config, deterministic=bool(deterministic or config.deterministic))
         self.config = config
-        widths = [config.base * m for m in config.multipliers]
+        widths = config.widths
         blocks = lambda c: nn.Sequential(  # noqa: E731
-            *(MABlock(c, config.groups, config.split, config.reduction) for _ in range(config.blocks_per_level))
+            *(
+                MABlock(c, config.groups, config.split, config.reduction, config.norm)
+                for _ in range(config.blocks_per_level)
+            )
         )
         self.head = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
         self.down_blocks = nn.ModuleList(blocks(c) for c in widths)
@@ -163,7 +197,7 @@ class AmortizedEncoder(nn.Module):
         self.up_blocks = nn.ModuleList(blocks(c) for c in widths[:-1])
         out = config.code_dim * (1 if config.deterministic else 2)
         self.tail = nn.Sequential(
-            LocalGroupNorm(norm_groups(widths[0], config.groups), widths[0]),
+            make_norm(config.norm, widths[0], config.groups),
             nn.SiLU(),
             nn.Conv2d(widths[0], out, 3, padding=1),
         )
@@ -195,13 +229,18 @@ class AmortizedEncoder(nn.Module):
         mu, logvar = out.chunk(2, dim=1)
         return Posterior(mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
 
+    @property
+    def image_wide(self) -> bool:
+        """True when a normalisation with image-wide statistics (GroupNorm) couples every code to every pixel."""
+        return self.config.norm == "group"
+
     def receptive_field(self) -> int:
         """Side length (LR pixels) of the region that can influence one output pixel, measured (assumption A1).
 
         Measured, not derived: on a float64 copy, with GroupNorm statistics detached (they couple each output
-        weakly to the whole image; `LocalGroupNorm`), we take the gradient of mu at pixels of every phase modulo
-        the downsampling factor with respect to a random input, and report the widest non-zero extent along
-        either axis. Cached after the first call.
+        weakly to the whole image, see `image_wide`; `LocalGroupNorm`), we take the gradient of mu at pixels of
+        every phase modulo the downsampling factor with respect to a random input, and report the widest
+        non-zero extent along either axis. Cached after the first call.
         """
         if self._rf is None:
             self._rf = measure_receptive_field(self)
@@ -243,7 +282,7 @@ def _receptive_field_bound(config: EncoderConfig) -> int:
     downsampling conv and the conv after each 2x nearest upsampling (which also adds up to 2^l of spread).
     """
     rf = 1 + 2  # head conv
-    n = len(config.multipliers)
+    n = len(config.widths)
     for level in range(n):
         stride = 2**level
         convs = 2 * config.blocks_per_level * (2 if level < n - 1 else 1)

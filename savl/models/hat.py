@@ -1,19 +1,22 @@
-"""HAT, the backbone of the SR network (DESIGN §5.2): window attention, HAB, OCAB, RHAG and the x4 shell.
+"""HAT, the backbone of the SR network: window attention, HAB, OCAB, RHAG and the x4 shell.
 
 Written from the HAT paper's description (Chen et al., "Activating More Pixels in Image Super-Resolution
 Transformer"), not from its code. Token tensors are (B, L, C) with L = H*W in row-major order; images are
 (B, C, H, W). Attention runs through `torch.nn.functional.scaled_dot_product_attention` with an additive float
-bias (DESIGN §6); every attention module also has a `reference=True` path that materialises
-softmax(Q K^T * scale + bias) V, which the tests and the FLOP benchmark use.
+bias (the relative position bias, plus the shifted-window mask); every attention module also has a
+`reference=True` path that materialises softmax(Q K^T * scale + bias) V, which the tests and the FLOP benchmark
+use. Every call hands SDPA contiguous q, k, v (strided inputs can send it down a slower path).
 
-Extra attention biases (DSCA's severity term, DESIGN §2) enter as `biases={shift: tensor}` with one
-(B*nW, heads or 1, N, N) tensor per window shift, added to the same pre-softmax logits as the relative
-position bias and the shifted-window mask.
+Extra attention biases (DSCA's severity term, savl.models.dsca) enter as `biases={shift: bias}`, one per window
+shift, added to the same pre-softmax logits as the relative position bias and the shifted-window mask. A bias
+is either a dense (B*nW, heads or 1, N, N) tensor or a `FactoredBias(left, right)` meaning left @ right^T:
+the fused path appends it to q and k as extra channels, so no (N x N) tensor is built for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +29,21 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 # Logit given to a pair of pixels from different regions of a shifted window (HAT's value).
 SHIFT_MASK_VALUE = -100.0
 
+
+class FactoredBias(NamedTuple):
+    """An extra attention-logit term in factored form, bias_ij = <left_i, right_j> (logit units), with left and
+    right (B*nW, heads, N, r) for the windows of one shift; r is small (DSCA: 2)."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        """The materialised (B*nW, heads, N, N) bias (reference path, tests)."""
+        return self.left @ self.right.transpose(-2, -1)
+
+
 # A guide maps (tokens, (H, W)) -> (tokens, {shift: extra attention bias}); DSCA is one (savl.models.dsca).
-Guide = Callable[[torch.Tensor, tuple[int, int]], tuple[torch.Tensor, dict[int, torch.Tensor]]]
+Guide = Callable[[torch.Tensor, tuple[int, int]], tuple[torch.Tensor, dict[int, torch.Tensor | FactoredBias]]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,7 +124,8 @@ def attention(
             logits = logits + bias
         return logits.softmax(dim=-1) @ v
     if bias is not None:
-        bias = bias.to(q.dtype)
+        bias = bias.to(q.dtype).contiguous()
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
 
@@ -147,10 +164,10 @@ class MLP(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """(Shifted-)window multi-head self-attention with a relative position bias (DESIGN §5.2).
+    """(Shifted-)window multi-head self-attention with a relative position bias (Swin / HAT).
 
-    forward(x (B*nW, N, C), mask (nW, N, N) or None, bias (B*nW, heads or 1, N, N) or None) -> (B*nW, N, C).
-    Logits: q k^T * head_dim^-0.5 + table[index] + mask + bias.
+    forward(x (B*nW, N, C), mask (nW, N, N) or None, bias: (B*nW, heads or 1, N, N) tensor, FactoredBias or
+    None) -> (B*nW, N, C). Logits: q k^T * head_dim^-0.5 + table[index] + mask + bias.
     """
 
     def __init__(self, dim: int, window: int, heads: int, qkv_bias: bool = True):
@@ -175,12 +192,22 @@ class WindowAttention(nn.Module):
         self,
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | FactoredBias | None = None,
         reference: bool = False,
     ) -> torch.Tensor:
         Bw, N, C = x.shape
-        h = self.heads
-        q, k, v = self.qkv(x).view(Bw, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # each (B*nW, heads, N, hd)
+        h, hd = self.heads, C // self.heads
+        q, k, v = self.qkv(x).view(Bw, N, 3, h, hd).permute(2, 0, 3, 1, 4)  # each (B*nW, heads, N, hd)
+        if isinstance(bias, FactoredBias):
+            if reference:
+                bias = bias.dense()
+            else:
+                # scale * [q, left/scale] . [k, right] = scale * q.k + left.right; v gets zero channels so q, k and
+                # v keep one width (fused kernels need it); they are cut off the output below
+                q = torch.cat([q, bias.left.to(q.dtype) / self.scale], dim=-1)
+                k = torch.cat([k, bias.right.to(k.dtype)], dim=-1)
+                v = F.pad(v, (0, bias.left.shape[-1]))
+                bias = None
         total = self.position_bias().unsqueeze(0)  # (1, heads, N, N), broadcast over windows
         if mask is None:
             if bias is not None:
@@ -197,7 +224,7 @@ class WindowAttention(nn.Module):
                 total = (total.reshape(1, nW, h, N, N) + bias.reshape(B, nW, -1, N, N)).reshape(B, nW * h, N, N)
             fold = lambda t: t.reshape(B, nW * h, N, t.shape[-1])  # noqa: E731
             out = attention(fold(q), fold(k), fold(v), total, self.scale, reference).reshape(Bw, h, N, -1)
-        return self.proj(out.transpose(1, 2).reshape(Bw, N, C))
+        return self.proj(out[..., :hd].transpose(1, 2).reshape(Bw, N, C))
 
 
 class ChannelAttention(nn.Module):
@@ -236,7 +263,7 @@ class CAB(nn.Module):
 
 
 class HAB(nn.Module):
-    """Hybrid attention block (DESIGN §5.2):
+    """Hybrid attention block (HAT):
     x = x + attn(LN x) + conv_scale * CAB(LN x);  x = x + MLP(LN x).  `shift` is 0 or window/2."""
 
     def __init__(
@@ -267,10 +294,11 @@ class HAB(nn.Module):
         x: torch.Tensor,
         size: tuple[int, int],
         mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | FactoredBias | None = None,
         reference: bool = False,
     ) -> torch.Tensor:
-        """x (B, H*W, C); `mask` is the shifted-window mask (used only when shift > 0); `bias` extra logits."""
+        """x (B, H*W, C); `mask` is the shifted-window mask (used only when shift > 0); `bias` extra logits
+        (a dense tensor or a FactoredBias, for the windows of this block's shift)."""
         H, W = size
         B, L, C = x.shape
         shortcut = x
@@ -288,7 +316,7 @@ class HAB(nn.Module):
 
 
 class OCAB(nn.Module):
-    """Overlapping cross-attention block (DESIGN §5.2): queries from w x w windows, keys/values from
+    """Overlapping cross-attention block (HAT): queries from w x w windows, keys/values from
     overlapping ow x ow windows, ow = w + int(w * overlap), gathered with `unfold` and zero padding (ow - w)/2.
     Its own relative position table of (w + ow - 1)^2 x heads; no mask. Then proj + shortcut and an MLP."""
 
@@ -338,7 +366,7 @@ class OCAB(nn.Module):
 
 
 class RHAG(nn.Module):
-    """Residual hybrid attention group (DESIGN §5.2): HABs (shift 0, w/2 alternating) -> OCAB -> conv3x3,
+    """Residual hybrid attention group (HAT): HABs (shift 0, w/2 alternating) -> OCAB -> conv3x3,
     plus the group input. `body` is everything but the residual, so DA-RHAG can modulate its input first."""
 
     def __init__(
@@ -367,7 +395,7 @@ class RHAG(nn.Module):
         x: torch.Tensor,
         size: tuple[int, int],
         masks: dict[int, torch.Tensor],
-        biases: dict[int, torch.Tensor] | None = None,
+        biases: dict[int, torch.Tensor | FactoredBias] | None = None,
         reference: bool = False,
     ) -> torch.Tensor:
         biases = biases or {}
@@ -389,14 +417,15 @@ class RHAG(nn.Module):
 def reflect_pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad (B, C, H, W) on the bottom/right to multiples of `multiple` (HAT's test-time padding).
 
-    Reflection needs pad < side, so small images are padded in several reflections.
+    Reflection needs pad < side, so small images are padded in several reflections; a side of 1 pixel cannot be
+    reflected at all and is replicated instead. Reflection is separable, so the axes are padded one at a time.
     """
-    while True:
-        H, W = x.shape[-2:]
-        ph, pw = (-H) % multiple, (-W) % multiple
-        if ph == 0 and pw == 0:
-            return x
-        x = F.pad(x, (0, min(pw, W - 1), 0, min(ph, H - 1)), mode="reflect" if min(H, W) > 1 else "replicate")
+    for axis in (-1, -2):
+        while pad := (-x.shape[axis]) % multiple:
+            side = x.shape[axis]
+            step, mode = (min(pad, side - 1), "reflect") if side > 1 else (pad, "replicate")
+            x = F.pad(x, (0, step, 0, 0) if axis == -1 else (0, 0, 0, step), mode=mode)
+    return x
 
 
 class Upsample(nn.Sequential):
@@ -415,7 +444,7 @@ class Upsample(nn.Sequential):
 
 
 class HAT(nn.Module):
-    """The HAT x4 network (DESIGN §5.2): mean shift, conv_first, LN, RHAGs, LN, conv_after_body + skip,
+    """The HAT x4 network: mean shift, conv_first, LN, RHAGs, LN, conv_after_body + skip,
     conv_before_upsample (LeakyReLU), pixel shuffle, conv_last. Inputs are reflect-padded to a multiple of the
     window and the output is cropped back, so any input size works.
 

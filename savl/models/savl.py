@@ -1,16 +1,22 @@
 """SAVL: the amortized encoder and the likelihood decoder trained by the composed objective (Eq. 12-14).
 
-Variants (§4.4 ablations):
-- "savl": stochastic per-pixel code; loss = alpha * L_rec + (1 + lam) * beta_t * KL (Eq. 14 with the VIB bound
-  of the MI term folded into the KL, beta_t from Eq. 29-30).
+Variants (the ablations of §4.4):
+- "savl": stochastic per-pixel code; loss = alpha * L_rec + beta_t * KL (Eq. 14 / Eq. 29, beta_t from Eq. 30).
+  The paper's beta replaces the (1 + lambda) of Eq. 12, so lambda does not appear again here.
 - "deterministic": point-mass code; loss = alpha * L_rec (no regulariser).
 - "deterministic_club": point-mass code; the KL is replaced by a CLUB upper bound of the MI between the code
-  r(u) and the content under pixel u (the HR pixels of that LR cell): loss = alpha * L_rec + (1 + lam) *
-  beta_t * CLUB. The CLUB net q is trained in alternation by `club_step` (its own optimizer).
+  r(u) and the content under pixel u (the HR pixels of that LR cell), weighted by its own lambda (`lam`, not
+  annealed): loss = alpha * L_rec + lam * CLUB. `lam=None` sets it to beta_final, the weight the savl
+  variant's KL reaches, so the ablation swaps the regulariser at the same weight. The CLUB net q is trained
+  in alternation by `club_step`.
 
-KL reduction (our choice; the paper does not state it): Eq. 7 is summed over channels and averaged over pixels
-and images ("nats per pixel", `kl_reduction="pixel"`), so beta's scale does not depend on the patch size while
-L_rec stays a per-element mean. "sum" (Eq. 7 per image, averaged over the batch) and "element" are available.
+Reduction (`reduction`, see `savl.losses.REDUCTIONS`): "literal" sums Eq. 13 over pixels and colour channels
+and Eq. 7 over pixels and code channels, per image, as the paper writes them; "pixel" (the default) takes the
+per-element mean of Eq. 13 and Eq. 7 summed over code channels and averaged over pixels (nats per pixel), so
+that beta's scale does not depend on the patch size; "element" averages Eq. 7 over code channels too. The KL
+weighs 3x more under "pixel" than under "literal" for the same beta; `savl.losses.convert_beta` translates.
+The CLUB estimate (a per-pixel MI) is reduced like the KL: times the pixel count under "literal", divided by
+m under "element".
 """
 
 from __future__ import annotations
@@ -24,12 +30,11 @@ from torch import nn
 from torch.func import functional_call
 
 from savl.errors import ConfigError
-from savl.losses import CLUB, KLSchedule, reconstruction
+from savl.losses import CLUB, REDUCTIONS, KLSchedule, reconstruction, reduce_per_image
 from savl.models.decoder import Decoder, DecoderConfig
 from savl.models.encoder import AmortizedEncoder, EncoderConfig, Posterior
 
 VARIANTS = ("savl", "deterministic", "deterministic_club")
-KL_REDUCTIONS = ("pixel", "sum", "element")
 
 
 @dataclass
@@ -40,11 +45,11 @@ class SAVLConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     variant: str = "savl"
     alpha: float = 1.0
-    lam: float = 0.0
+    lam: float | None = None
     rec: str = "l1"
     beta_final: float = 5e-4
     anneal_steps: int = 50_000
-    kl_reduction: str = "pixel"
+    reduction: str = "pixel"
     club_hidden: int = 64
     club_samples: int = 256
 
@@ -61,9 +66,9 @@ class SAVL(nn.Module):
         variant: str = "savl",
         kl_schedule: KLSchedule | None = None,
         alpha: float = 1.0,
-        lam: float = 0.0,
+        lam: float | None = None,
         rec: str = "l1",
-        kl_reduction: str = "pixel",
+        reduction: str = "pixel",
         club_hidden: int = 64,
         club_samples: int = 256,
     ):
@@ -72,8 +77,20 @@ class SAVL(nn.Module):
             raise ConfigError(f"SAVL: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if rec not in ("l1", "l2"):
             raise ConfigError(f"SAVL: rec must be 'l1' or 'l2', got {rec!r}")
-        if kl_reduction not in KL_REDUCTIONS:
-            raise ConfigError(f"SAVL: kl_reduction must be one of {', '.join(KL_REDUCTIONS)}, got {kl_reduction!r}")
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"SAVL: reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        self.kl_schedule = kl_schedule or KLSchedule()
+        if lam is None:  # the CLUB weight defaults to the savl variant's final KL weight
+            lam = self.kl_schedule.beta_final if variant == "deterministic_club" else 0.0
+        if lam < 0:
+            raise ConfigError(f"SAVL: lam must be >= 0, got {lam}")
+        if variant == "deterministic_club" and lam == 0:
+            raise ConfigError("SAVL: variant 'deterministic_club' needs lam > 0 (lam is the CLUB weight)")
+        if variant != "deterministic_club" and lam != 0:
+            # the savl variant's KL weight is beta_t alone (the paper's beta replaces 1 + lambda)
+            raise ConfigError(
+                f"SAVL: lam is the CLUB weight of 'deterministic_club'; variant {variant!r} needs lam = 0"
+            )
         want_deterministic = variant != "savl"
         if encoder.config.deterministic != want_deterministic:
             kind = "deterministic" if want_deterministic else "stochastic"
@@ -84,9 +101,8 @@ class SAVL(nn.Module):
             )
         self.encoder, self.decoder = encoder, decoder
         self.variant = variant
-        self.kl_schedule = kl_schedule or KLSchedule()
         self.alpha, self.lam, self.rec = float(alpha), float(lam), rec
-        self.kl_reduction = kl_reduction
+        self.reduction = reduction
         self.club_samples = club_samples
         self.club_hidden = club_hidden
         content_dim = decoder.config.in_channels * decoder.config.scale**2
@@ -103,7 +119,7 @@ class SAVL(nn.Module):
             rec=self.rec,
             beta_final=self.kl_schedule.beta_final,
             anneal_steps=self.kl_schedule.anneal_steps,
-            kl_reduction=self.kl_reduction,
+            reduction=self.reduction,
             club_hidden=self.club_hidden,
             club_samples=self.club_samples,
         )
@@ -118,14 +134,14 @@ class SAVL(nn.Module):
             alpha=config.alpha,
             lam=config.lam,
             rec=config.rec,
-            kl_reduction=config.kl_reduction,
+            reduction=config.reduction,
             club_hidden=config.club_hidden,
             club_samples=config.club_samples,
         )
 
     @classmethod
     def build(cls, profile: str = "book", variant: str = "savl", **kwargs) -> SAVL:
-        """A SAVL model of a DESIGN §3 profile ("paper", "book", "smoke"); kwargs go to `SAVLConfig`."""
+        """A SAVL model of a size profile ("paper", "book", "smoke"); kwargs go to `SAVLConfig`."""
         enc = dataclasses.replace(EncoderConfig.profile(profile), deterministic=variant != "savl")
         config = SAVLConfig(encoder=enc, decoder=DecoderConfig.profile(profile), variant=variant, **kwargs)
         return cls.from_config(config)
@@ -144,13 +160,9 @@ class SAVL(nn.Module):
     def encode(self, lr: torch.Tensor) -> Posterior:
         return self.encoder(lr)
 
-    def _reduce_kl(self, kl_per_image: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    def _reduce(self, per_image: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         m, h, w = code.shape[1:]
-        if self.kl_reduction == "pixel":
-            return kl_per_image.mean() / (h * w)
-        if self.kl_reduction == "element":
-            return kl_per_image.mean() / (m * h * w)
-        return kl_per_image.mean()
+        return reduce_per_image(per_image, self.reduction, h * w, m)
 
     def _club_pairs(self, code: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None):
         """Per-pixel pairs (r(u), content(u)); content = the scale x scale HR block under LR pixel u."""
@@ -174,10 +186,10 @@ class SAVL(nn.Module):
         post = self.encoder(lr)
         code = post.sample(generator) if self.training else post.mean
         y_hat = self.decoder(hr, code)
-        rec = reconstruction(y_hat, lr, self.rec)
+        rec = reconstruction(y_hat, lr, self.rec, self.reduction)
         beta = self.kl_schedule(step)
         kl_per_image = post.kl()
-        kl = self._reduce_kl(kl_per_image, code)
+        kl = self._reduce(kl_per_image, code)
         out = {
             "rec": rec,
             "kl": kl,
@@ -185,9 +197,8 @@ class SAVL(nn.Module):
             "beta": torch.tensor(beta, device=lr.device, dtype=rec.dtype),
             "y_hat": y_hat,
         }
-        weight = (1.0 + self.lam) * beta
         if self.variant == "savl":
-            out["loss"] = self.alpha * rec + weight * kl
+            out["loss"] = self.alpha * rec + beta * kl
         elif self.variant == "deterministic":
             out["loss"] = self.alpha * rec
         else:
@@ -195,12 +206,15 @@ class SAVL(nn.Module):
             # q is frozen here (detached parameters): the encoder minimises the bound, q is fit by club_step.
             frozen = {k: v.detach() for k, v in self.club.named_parameters()}
             club = functional_call(self.club, frozen, (x, y))
+            # The estimate is per pixel; as a per-image sum it is that times the pixel count (then reduced).
+            pixels = code.shape[-2] * code.shape[-1]
+            club_reduced = self._reduce((club * pixels).expand(code.shape[0]), code)
             out["club"] = club
-            out["loss"] = self.alpha * rec + weight * club
+            out["loss"] = self.alpha * rec + self.lam * club_reduced
         return out
 
     def club_step(self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Loss of the alternating CLUB update: -mean log q(content | code), the code detached (§5.6)."""
+        """Loss of the alternating CLUB update: -mean log q(content | code), the code detached (CLUB's q step)."""
         if self.club is None:
             raise ConfigError(f"SAVL: club_step needs variant 'deterministic_club', not {self.variant!r}")
         with torch.no_grad():

@@ -1,12 +1,15 @@
 """The degradation-aware SR network: DA-RHAG groups (DSCA first, then HABs and an OCAB) in HAT's x4 shell
-(paper §3.4, DESIGN §5.1-5.2).
+(paper §3, Fig. 3 and §3.4).
 
 `DARHAGNet(config)` owns the amortized encoder q(r | y) when either guidance is on and computes the posterior
 from the LR itself unless one is passed in. With both switches off it is plain HAT (our baseline) and has no
-encoder. The `paper` profile is sized to the paper's totals (14.0 M parameters with the encoder; 13.6 M
-without spatial modulation), which the paper gives without the backbone's width or depth: starting from HAT-S
-(embed 144, 6 x 6, compress/squeeze 24), embed 162 with compress/squeeze 18 and a DSCA hidden width of 96
-land at 14.00 M / 13.64 M (benchmarks/results/srnet_size.md).
+encoder. The `paper` profile is sized to the paper's Table 2 (encoder included): 14.0 M parameters with both
+guidances, 14.0 M without channel modulation, 13.6 M without spatial modulation. The paper gives neither the
+backbone's width nor depth nor DSCA's layers, so these are fitted: HAT's 6 groups of 6 HABs, window 16, 6 heads,
+with embed 168 and compress/squeeze 28 (between HAT-S, 144 and 24, and HAT, 180 and 3/30); DSCA's channel branch
+with 8 hidden channels (0.04 M in all, below the paper's rounding, as Table 2's equal 14.0 / 14.0 implies) and
+its spatial branch with 104 (0.39 M, the paper's 14.0 - 13.6). Measured: 14.02 / 13.99 / 13.63 M
+(benchmarks/results/srnet_size.md).
 """
 
 from __future__ import annotations
@@ -28,21 +31,22 @@ from savl.models.hat import HAT
 class SRNetConfig:
     """Sizes and switches of the SR network. `depths[i]` HABs in group i; `heads` per attention layer."""
 
-    embed_dim: int = 162
+    embed_dim: int = 168
     depths: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
     heads: int = 6
     window: int = 16
     mlp_ratio: float = 2.0
-    compress: int = 18
-    squeeze: int = 18
+    compress: int = 28
+    squeeze: int = 28
     overlap: float = 0.5
     upscale: int = 4
     num_feat: int = 64
     drop_path: float = 0.0
     channel_guidance: bool = True
     spatial_guidance: bool = True
-    dsca_hidden: int = 96
-    gamma_init: float = 1.0
+    dsca_channel_hidden: int = 8
+    dsca_spatial_hidden: int = 104
+    gamma_init: float = 0.25
     encoder: EncoderConfig = field(default_factory=EncoderConfig.paper)
 
     def __post_init__(self):
@@ -69,7 +73,8 @@ class SRNetConfig:
 
     @classmethod
     def paper(cls) -> SRNetConfig:
-        """14.0 M parameters with the paper-size encoder (13.6 M without spatial guidance); drop_path 0.1 as HAT."""
+        """Table 2's sizes with the paper-size encoder: 14.0 M (13.99 M without channel, 13.63 M without spatial
+        guidance); drop_path 0.1 as HAT."""
         return cls(drop_path=0.1, encoder=EncoderConfig.paper())
 
     @classmethod
@@ -83,7 +88,8 @@ class SRNetConfig:
             compress=3,
             squeeze=12,
             num_feat=32,
-            dsca_hidden=32,
+            dsca_channel_hidden=8,
+            dsca_spatial_hidden=32,
             encoder=EncoderConfig.book(),
         )
 
@@ -98,7 +104,8 @@ class SRNetConfig:
             compress=2,
             squeeze=4,
             num_feat=16,
-            dsca_hidden=8,
+            dsca_channel_hidden=4,
+            dsca_spatial_hidden=8,
             encoder=EncoderConfig.smoke(),
         )
 
@@ -117,7 +124,8 @@ class DARHAGNet(nn.Module):
 
     Submodules: `sr` (the HAT shell, savl.models.hat.HAT), `encoder` (AmortizedEncoder or None), `dsca`
     (one DSCA per group, or None). A DA-RHAG group computes  x + RHAG.body(DSCA(x)),  with DSCA's attention
-    biases handed to the group's HABs; at initialisation DSCA's modulation is the identity.
+    biases (factored, savl.models.hat.FactoredBias) handed to the group's HABs; at initialisation DSCA's channel
+    modulation is the identity and its attention bias is at most 1 logit.
     """
 
     architecture = "DARHAGNet"
@@ -150,7 +158,8 @@ class DARHAGNet(nn.Module):
                     config.encoder.code_dim,
                     config.heads,
                     config.window,
-                    config.dsca_hidden,
+                    config.dsca_channel_hidden,
+                    config.dsca_spatial_hidden,
                     channel=config.channel_guidance,
                     spatial=config.spatial_guidance,
                     gamma_init=config.gamma_init,

@@ -1,5 +1,5 @@
-"""Strict run configurations for `savl train`: the smoke / book / paper profiles, the paper's schedule (§4.1) and
-the GAN stage's losses.
+"""Strict run configurations for `savl train` (size profiles, the paper's §4.1 schedule,
+Real-ESRGAN's GAN-stage losses).
 
 Every section forbids unknown keys, so a typo or a key in the wrong section fails with one line naming the key
 path and the file. `load_config(path, overrides=["optimiser.lr=1e-4"])` reads YAML, applies `--set` overrides
@@ -25,7 +25,7 @@ Profile = Literal["smoke", "book", "paper"]
 Stage = Literal["representation", "joint", "frozen_l1", "gan"]
 STAGES = ("representation", "joint", "frozen_l1", "gan")
 
-# What each profile sets when a config leaves it out. The paper's schedule: joint 200K,
+# What each profile sets when a config leaves it out. The paper's schedule (§4.1): joint 200K,
 # frozen-estimator L1 800K, + perceptual + GAN 600K, batch 32, 64x64 LR patches (GT 256), lr 2e-4 / 1e-4 (GAN),
 # halved every 200K. `book` fits a chapter's ~3 CPU minutes; `smoke` a test's seconds.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -81,7 +81,7 @@ class DataConfig(_Strict):
     layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
     gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
     scale: Literal[4] = 4
-    protocol: str = "realesrgan"  # a savl.degrade.protocols name; realesrgan uses the §5.3 pipeline
+    protocol: str = "realesrgan"  # a savl.degrade.protocols name; realesrgan: Real-ESRGAN's two-stage pipeline
     pool_size: int | None = Field(None, ge=0)  # 0: no pool; else a multiple of the per-rank batch
     usm: bool = True  # Real-ESRGAN sharpens the GT before degrading it and uses it as the loss target
     max_side: int | None = Field(None, ge=16)  # shrink sample photos first (cheap book runs)
@@ -100,7 +100,7 @@ class ModelConfig(_Strict):
 
 
 class OptimiserConfig(_Strict):
-    """Adam (0.9, 0.99) as §5.1; lr None -> 2e-4 (L1 stages) or 1e-4 (GAN stage)."""
+    """Adam (0.9, 0.99) as the paper's §4.1; lr None -> 2e-4 (L1 stages) or 1e-4 (GAN stage)."""
 
     lr: float | None = Field(None, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
@@ -111,7 +111,8 @@ class OptimiserConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """Step-halving learning rate (§5.1): lr * 0.5^k after the k-th milestone (or every `halve_every`)."""
+    """Step-halving learning rate (the paper halves every 200K, §4.1): lr * 0.5^k after the k-th milestone
+    (or every `halve_every`)."""
 
     iterations: int | None = Field(None, ge=1)
     halve_every: int | None = Field(None, ge=1)
@@ -120,14 +121,21 @@ class ScheduleConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """SAVL objective (Eq. 12-14, 29-30) and the SR losses (§5.1, §5.3)."""
+    """SAVL objective (Eq. 12-14, 29-30) and the SR losses (L1, then VGG19 perceptual + GAN).
+
+    `reduction` says how Eq. 13 and Eq. 7 become one number ("literal": summed over pixels and channels per
+    image as the paper writes them; "pixel": per-element mean L1 and per-pixel KL; "element": both per-element
+    means); `beta_final` is in that reduction's units (`savl.losses.convert_beta` translates). `lam` is the
+    CLUB weight of the deterministic_club variant only (reduced like the KL); the savl variant uses beta_t.
+    The SR losses are per-element means whatever `reduction` says. The old key `kl_reduction` is accepted.
+    """
 
     alpha: float = Field(1.0, ge=0)
-    lam: float = Field(0.0, ge=0)
+    lam: float | None = Field(None, ge=0)
     beta_final: float = Field(5e-4, ge=0)
     anneal_steps: int | None = Field(None, ge=0)
     rec: Literal["l1", "l2"] = "l1"
-    kl_reduction: Literal["pixel", "sum", "element"] = "pixel"
+    reduction: Literal["literal", "pixel", "element"] = "pixel"
     savl_weight: float = Field(1.0, ge=0)  # joint stage: weight of the SAVL loss beside the SR loss
     sr: Literal["l1", "l2"] = "l1"
     sr_weight: float = Field(1.0, ge=0)
@@ -136,6 +144,20 @@ class LossConfig(_Strict):
     perceptual_trunk: Literal["imagenet", "random"] = "imagenet"  # random: tests only, not a perceptual loss
     gan: float = Field(0.1, ge=0)
     gan_kind: Literal["vanilla", "hinge"] = "vanilla"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_kl_reduction(cls, data: Any) -> Any:
+        # `kl_reduction: pixel | element` named the same reductions before "literal" existed; its "sum" (a
+        # per-image KL beside a per-element L1) is gone.
+        if isinstance(data, dict) and "kl_reduction" in data:
+            data = dict(data)
+            old = data.pop("kl_reduction")
+            if old not in ("pixel", "element"):
+                raise ValueError(f"kl_reduction {old!r} is no longer offered; use reduction: literal, pixel or element")
+            if data.setdefault("reduction", old) != old:
+                raise ValueError(f"kl_reduction {old!r} contradicts reduction {data['reduction']!r}")
+        return data
 
 
 class DebugConfig(_Strict):
@@ -208,6 +230,17 @@ class TrainConfig(_Strict):
             raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of data.scale {self.data.scale}")
         if self.data.source in ("hr_folder", "paired") and not self.data.root:
             raise ValueError(f"data.root is required for data.source={self.data.source}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_lam(self) -> TrainConfig:
+        # lam is the CLUB weight of the deterministic_club variant and nothing else (the savl variant's KL
+        # weight is beta_t alone), so a lam elsewhere, or a CLUB weight of 0, is a mistake in the file.
+        club, lam = self.model.variant == "deterministic_club", self.losses.lam
+        if club and lam == 0:
+            raise ValueError("losses.lam must be > 0 for model.variant deterministic_club (it is the CLUB weight)")
+        if not club and lam not in (None, 0):
+            raise ValueError(f"losses.lam is the CLUB weight; model.variant {self.model.variant} needs lam = 0")
         return self
 
     @property

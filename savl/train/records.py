@@ -1,4 +1,5 @@
-"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard events, env.json, progress output.
+"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard events (when the optional TensorBoard is
+installed), env.json, progress output.
 
 Only rank 0 writes. The progress display is a tqdm bar on a terminal and one printed line every `log_every`
 steps elsewhere (notebooks executed by papermill, CI logs), so logs stay readable.
@@ -11,6 +12,7 @@ import platform
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,6 +60,8 @@ def environment(device: torch.device, world: int) -> dict:
         env["torchvision"] = torchvision.__version__
     except ImportError:
         pass
+    except Exception as e:  # a torchvision built for another torch raises RuntimeError on import
+        env["torchvision"] = f"unusable ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
     return env
 
 
@@ -75,9 +79,15 @@ class MetricsLog:
         self._file = self.path.open("a")
         self.tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is the optional `train` extra: metrics.jsonl has everything
+                warnings.warn(
+                    "TensorBoard is not installed (pip install 'savl[train]'): metrics go to metrics.jsonl only",
+                    stacklevel=2,
+                )
+            else:
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(record) + "\n")

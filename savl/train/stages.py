@@ -1,11 +1,16 @@
-"""The models and objectives of the four stages (DESIGN §5.1, §5.3).
+"""The models and objectives of the four stages (the paper's §4.1 schedule with Real-ESRGAN's GAN stage).
 
 - representation: SAVL alone (encoder + decoder), loss Eq. 14 with beta_t of Eq. 29-30.
 - joint: SAVL + the SR net guided by the SAVL posterior; the SR net owns the encoder and SAVL shares the
   same module, so one set of encoder weights gets both gradients. loss = savl_weight * SAVL + sr_weight * L1.
 - frozen_l1: the encoder is frozen (no gradient, posterior computed without a graph); SR loss only.
 - gan: as frozen_l1, plus VGG19 perceptual and adversarial losses against a U-Net discriminator (SN); an EMA
-  of the SR net is kept (§5.3). The adversarial part is computed by the loop, which owns the discriminator.
+  of the SR net is kept (decay 0.999, as Real-ESRGAN). The adversarial part is computed by the loop, which
+  owns the discriminator.
+
+The SAVL objective's reduction (`losses.reduction`) applies to the SAVL loss only; the SR losses are per-element
+means. With `reduction: literal` the SAVL loss is a per-image sum, thousands of times the SR L1 of the joint
+stage; `losses.savl_weight` is then the knob that balances them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def build_models(cfg) -> dict[str, nn.Module]:
             alpha=lo.alpha,
             lam=lo.lam,
             rec=lo.rec,
-            kl_reduction=lo.kl_reduction,
+            reduction=lo.reduction,
         )
 
     if cfg.stage == "representation":
