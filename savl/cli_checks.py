@@ -32,7 +32,7 @@ def seed_arg(value: str) -> int:
 
 
 def overlap_arg(value: str) -> int:
-    """argparse type of `--overlap`: a non-negative integer (its bound against the tile is `check_overlap`)."""
+    """argparse type of `--overlap`: a non-negative integer (context pixels added around each tile's core)."""
     try:
         overlap = int(value)
     except ValueError:
@@ -40,14 +40,6 @@ def overlap_arg(value: str) -> int:
     if overlap < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {overlap}")
     return overlap
-
-
-def check_overlap(tile: int | str | None, overlap: int) -> None:
-    """Neighbouring tiles share `overlap` pixels on each side, so it must stay under half a tile side."""
-    if overlap < 0:
-        raise ConfigError(f"--overlap must be 0 or more, got {overlap}")
-    if isinstance(tile, int) and 2 * overlap >= tile:
-        raise ConfigError(f"--overlap {overlap} must be less than half the tile ({tile}); lower it or raise --tile")
 
 
 def device(name: str) -> torch.device:

@@ -250,7 +250,6 @@ FAILS = [
         ]
     ],
     # sr: options and images
-    ("sr-overlap-half", ["sr", "@good", "OUT/o.png", "--model", "@net", "--tile", "16", "--overlap", "8"], ["overlap"]),
     ("sr-overlap-negative", ["sr", "@good", "OUT/o.png", "--model", "@net", "--overlap", "-1"], ["--overlap"]),
     ("sr-device-cuda", ["sr", "@good", "OUT/o.png", "--model", "@net", "--device", "cuda:7"], ["cuda:7"]),
     ("sr-device-banana", ["sr", "@good", "OUT/o.png", "--model", "@net", "--device", "banana"], ["banana"]),
@@ -445,6 +444,20 @@ def test_a_real_process_exits_2_with_one_line_under_a_memory_cap(corpus, tmp_pat
 
 
 # ----------------------------------------------------------------------------------------- the bounds
+def test_every_shipped_profile_is_within_the_bounds():
+    """The bounds must never refuse the library's own models: every architecture at every profile passes."""
+    import dataclasses
+
+    from savl.models.registry import ARCHITECTURES
+    from savl.models.validate import check_config
+
+    for name, (_, config_cls) in ARCHITECTURES.items():
+        for profile in ("smoke", "book", "paper"):
+            make = getattr(config_cls, profile, config_cls)
+            values = json.loads(json.dumps(dataclasses.asdict(make())))
+            check_config(config_cls, values, f"{name} {profile}")
+
+
 @pytest.mark.slow
 def test_the_largest_models_the_bounds_allow_stay_near_a_gigabyte():
     """Every size field at its bound at once, built on the meta device (nothing allocated) and counted: the
@@ -466,7 +479,8 @@ def test_the_largest_models_the_bounds_allow_stay_near_a_gigabyte():
     sr = SRNetConfig(
         embed_dim=top["embed_dim"], depths=(per_group,) * (MAX_BLOCKS // per_group), heads=top["heads"],
         window=top["window"], mlp_ratio=top["mlp_ratio"], compress=1, squeeze=1, overlap=top["overlap"],
-        upscale=top["upscale"], num_feat=top["num_feat"], dsca_hidden=top["dsca_hidden"], encoder=enc,
+        upscale=top["upscale"], num_feat=top["num_feat"], dsca_channel_hidden=top["dsca_channel_hidden"],
+        dsca_spatial_hidden=top["dsca_spatial_hidden"], encoder=enc,
     )  # fmt: skip
     dec = DecoderConfig(
         in_channels=top["in_channels"], code_dim=top["code_dim"], channels=top["channels"],

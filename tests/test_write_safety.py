@@ -80,7 +80,7 @@ def test_sr_refuses_to_write_over_its_input(tmp_path, tiny, capsys):
     (tmp_path / "alias.png").symlink_to(src)
     assert main(["sr", str(src), str(tmp_path / "alias.png"), "--model", str(tiny)]) == 2
     _one_line_error(capsys, "alias.png")
-    assert main(["sr", str(tmp_path), str(tmp_path), "--model", str(tiny)]) == 2
+    assert main(["sr", str(tmp_path), str(tmp_path), "--model", str(tiny), "--suffix", ""]) == 2
     _one_line_error(capsys, "input")
     assert src.read_bytes() == before
 
@@ -101,7 +101,7 @@ def test_two_inputs_with_one_stem_are_refused_before_anything_is_written(tmp_pat
     _image(folder / "a.jpg", 32, 32, seed=2)
     out = tmp_path / "out"
     args = {
-        "sr": ["sr", str(folder), str(out), "--model", str(tiny)],
+        "sr": ["sr", str(folder), str(out), "--model", str(tiny), "--ext", "png"],
         "severity": ["severity", str(folder), str(out), "--model", str(encoder)],
         "degrade": ["degrade", str(folder), str(out), "--protocol", "bicubic"],
     }[command]

@@ -114,7 +114,11 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ModelFileError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__})") from None
     else:
         raise ModelFileError(f"{path}: unsupported model file type {path.suffix!r} (use .safetensors or .pth)")
-    return strip_wrappers(state, path)
+    state = strip_wrappers(state, path)
+    for key, tensor in state.items():  # a diverged training's weights: refuse them rather than output NaN
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: {key} holds NaN or infinite values; the model is broken")
+    return state
 
 
 def strip_wrappers(state, path: Path | str = "<state>") -> dict[str, torch.Tensor]:
@@ -161,9 +165,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
             if name in mine and _norm(mine[name]) != _norm(value):
                 raise ModelFileError(f"{path}: {name} differs (model has {mine[name]!r}, file has {value!r})")
     state = read_state(path)
-    for key, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ModelFileError(f"{path}: {key} holds NaN or infinite values; the model is broken")
     own = model.state_dict()
     for key, tensor in state.items():
         if key in own and own[key].shape != tensor.shape:

@@ -31,7 +31,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "upscale": (1, 8),
     "num_feat": (1, 256),
     "drop_path": (0.0, 0.999),
-    "dsca_hidden": (1, 512),
+    "dsca_channel_hidden": (1, 512),
+    "dsca_spatial_hidden": (1, 512),
     "gamma_init": (-100.0, 100.0),
     # encoder
     "in_channels": (1, 4),
