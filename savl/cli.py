@@ -159,9 +159,26 @@ def _load_model(path: str, device: str):
     return load_model(path, map_location=torch.device(device))
 
 
-def sr_model(spec: str, device: str):
-    """The network `savl sr` runs for `--model SPEC`: the one place where a default model can be plugged in."""
+def sr_model(spec: str | None, device: str):
+    """The network `savl sr` runs for `--model SPEC`; without one, the zoo's default SR model (`savl models`
+    marks it), after checking its files against its card. A zoo entry can also be named: `--model hat-book`."""
+    from savl import zoo
+
+    if spec is None or (not Path(spec).exists() and _is_zoo_name(spec)):
+        name = spec or zoo.default_sr_model()
+        model = zoo.load(name, device=device, train_if_missing=False)
+        print(f"savl: using zoo model {name!r} ({zoo.model_dir(name)}/card.md)", file=sys.stderr)
+        return model
     return _load_model(spec, device)
+
+
+def _is_zoo_name(spec: str) -> bool:
+    from savl import zoo
+
+    try:
+        return spec in zoo.entries()
+    except SavlError:
+        return False
 
 
 def autocast_dtype(precision: str, device: str, model=None):
@@ -387,9 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", help="an output image file, or a folder (created) for <stem><suffix>.<ext>")
     s.add_argument(
         "--model",
-        required=True,
-        help="a .safetensors model written by savl (JSON config beside it), or another project's .pth "
-        "(Real-ESRGAN, HAT, SwinIR, ...) through the optional spandrel extra",
+        default=None,
+        help="a .safetensors model written by savl (JSON config beside it), a zoo model's name (savl models), "
+        "or another project's .pth (Real-ESRGAN, HAT, SwinIR, ...) through the optional spandrel extra; "
+        "default: the zoo's default SR model",
     )
     s.add_argument(
         "--tile",

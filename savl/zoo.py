@@ -214,41 +214,67 @@ def default_sr_model(root: str | os.PathLike | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------ held-out sets
-def held_out_sr_set(protocol: str = "realesrgan", cache: str | os.PathLike | None = None):
-    """The frozen held-out SR set: each held-out photo (savl.data.split.HELD_OUT) degraded HELD_OUT_DRAWS
-    times by `protocol`, seed HELD_OUT_SEED, cropped to a multiple of 4. Built once and cached (hashed) under
+# What a zoo SR model is scored on: the Real-ESRGAN pipeline (what it trained on, drawn afresh on photos it
+# never saw) and MANet's spatially variant protocol (Table 4: modes 1-5, noise 15), one draw per mode.
+SR_PROTOCOLS = {"realesrgan": ("realesrgan",), "manet": tuple(f"manet-mode{m}" for m in range(1, 6))}
+# Largest HR side scored per protocol (a centre crop; None = the whole photo). MANet's per-pixel kernels
+# cost 441 taps a pixel, so its sets use 256 x 256 centre crops (about 6 x 6 of its 40-pixel blocks).
+HELD_OUT_CROP: dict[str, int | None] = {"realesrgan": None, "manet": 256}
+
+
+def held_out_sr_set(protocol: str = "realesrgan", cache: str | os.PathLike | None = None, draws: int | None = None,
+                    crop: int | None = None):
+    """The frozen held-out SR set of one degradation protocol: each held-out photo (savl.data.split.HELD_OUT),
+    centre-cropped to at most `crop` pixels a side (None: whole) and to a multiple of 4, degraded `draws` times
+    (default HELD_OUT_DRAWS) by `protocol`, seed HELD_OUT_SEED. Built once and cached (every file hashed) under
     `cache` (default runs/heldout/)."""
     from savl.data import FrozenValidationSet, sample_images
     from savl.data.split import HELD_OUT, SPLIT_NAME
 
+    draws = HELD_OUT_DRAWS if draws is None else draws
     images = []
     for name, img in sample_images(HELD_OUT):
-        h, w = img.shape[-2] // 4 * 4, img.shape[-1] // 4 * 4
-        images += [(f"{name}-{k}", img[:3, :h, :w]) for k in range(HELD_OUT_DRAWS)]
+        H, W = img.shape[-2:]
+        h, w = (min(H, crop or H) // 4 * 4, min(W, crop or W) // 4 * 4)
+        top, left = (H - h) // 2, (W - w) // 2
+        images += [(f"{name}-{k}", img[:3, top : top + h, left : left + w]) for k in range(draws)]
     base = Path(cache) if cache is not None else runs_root().parent / "heldout"
-    return FrozenValidationSet.load_or_build(images, protocol, HELD_OUT_SEED, base / f"{SPLIT_NAME}-{protocol}")
+    path = base / f"{SPLIT_NAME}-{protocol}-{draws}x{crop or 'full'}"
+    return FrozenValidationSet.load_or_build(images, protocol, HELD_OUT_SEED, path)
 
 
 def held_out_sr_metrics(model, protocol: str = "realesrgan", device: str = "cpu", cache=None) -> dict:
-    """PSNR / SSIM (Y, 4-px border, 8-bit; BasicSR's protocol) of `model` and of bicubic on the held-out set."""
+    """PSNR / SSIM (Y, 4-px border, 8-bit; BasicSR's protocol) of `model` and of bicubic on the held-out sets of
+    `protocol` (a key of SR_PROTOCOLS), averaged over every image of its sets."""
     from savl.data.split import SPLIT_NAME
     from savl.evaluate import BicubicUpsampler, EvalProtocol, evaluate
 
-    data = held_out_sr_set(protocol, cache)
-    proto = EvalProtocol(tile=None, lpips_net=None, dataset=f"{SPLIT_NAME} held-out, {protocol}",
-                         dataset_version=data.hash[:16])
-    ours = evaluate(model, data, proto, device=device)
-    bicubic = evaluate(BicubicUpsampler(4), data, proto, device=device)
+    if protocol not in SR_PROTOCOLS:
+        raise ConfigError(f"unknown held-out protocol {protocol!r} (use {', '.join(SR_PROTOCOLS)})")
+    ours, bicubic, hashes = [], [], []
+    for name in SR_PROTOCOLS[protocol]:
+        draws = HELD_OUT_DRAWS if protocol == "realesrgan" else 1
+        data = held_out_sr_set(name, cache, draws=draws, crop=HELD_OUT_CROP[protocol])
+        proto = EvalProtocol(tile=None, lpips_net=None, dataset=f"{SPLIT_NAME} held-out, {protocol}",
+                             dataset_version=data.hash[:16])
+        tag = "" if len(SR_PROTOCOLS[protocol]) == 1 else f"{name}:"
+        ours += [dict(r, name=tag + r["name"]) for r in evaluate(model, data, proto, device=device).per_image]
+        bicubic += [dict(r, name=tag + r["name"]) for r in evaluate(BicubicUpsampler(4), data, proto).per_image]
+        hashes.append(data.hash[:16])
+    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
     return {
-        "protocol": proto.describe(),
-        "images": len(data),
-        "psnr": ours.means["psnr"],
-        "ssim": ours.means["ssim"],
-        "bicubic_psnr": bicubic.means["psnr"],
-        "bicubic_ssim": bicubic.means["ssim"],
-        "psnr_gain_over_bicubic": ours.means["psnr"] - bicubic.means["psnr"],
-        "per_image_psnr": {r["name"]: r["psnr"] for r in ours.per_image},
-        "per_image_bicubic_psnr": {r["name"]: r["psnr"] for r in bicubic.per_image},
+        "protocol": proto.describe(with_dataset=False),
+        "sets": list(SR_PROTOCOLS[protocol]),
+        "hr_crop": HELD_OUT_CROP[protocol],
+        "set_hashes": hashes,
+        "images": len(ours),
+        "psnr": mean(ours, "psnr"),
+        "ssim": mean(ours, "ssim"),
+        "bicubic_psnr": mean(bicubic, "psnr"),
+        "bicubic_ssim": mean(bicubic, "ssim"),
+        "psnr_gain_over_bicubic": mean(ours, "psnr") - mean(bicubic, "psnr"),
+        "per_image_psnr": {r["name"]: r["psnr"] for r in ours},
+        "per_image_bicubic_psnr": {r["name"]: r["psnr"] for r in bicubic},
     }
 
 
@@ -325,7 +351,7 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
         os.replace(tmp, folder / rel)
     model = load_model(folder / f"{e.name}.safetensors", map_location=device).eval()
     if e.kind == "sr":
-        held_out = {"realesrgan": held_out_sr_metrics(model, "realesrgan", device)}
+        held_out = {p: held_out_sr_metrics(model, p, device) for p in SR_PROTOCOLS}
     else:
         held_out = {"realesrgan_crops": held_out_representation_metrics(model, device)}
     cfg = run.config
@@ -418,10 +444,11 @@ def summary_rows(root: str | os.PathLike | None = None) -> list[dict]:
             row["parameters"] = card["parameters"]
             row["iterations"] = card["iterations"]
             row["wall_time_s"] = card.get("training_wall_time_s")
-            sr = card["held_out_metrics"].get("realesrgan")
-            if sr:
-                row["held_out"] = (f"PSNR {sr['psnr']:.2f} dB (bicubic {sr['bicubic_psnr']:.2f}), "
-                                   f"SSIM {sr['ssim']:.4f}")
+            sr = card["held_out_metrics"]
+            if "realesrgan" in sr:
+                row["held_out"] = "; ".join(
+                    f"{p}: PSNR {m['psnr']:.2f} dB (bicubic {m['bicubic_psnr']:.2f})" for p, m in sr.items()
+                )
             rep = card["held_out_metrics"].get("realesrgan_crops")
             if rep:
                 row["held_out"] = f"rec L1 {rep['rec_l1']:.4f} (zero code {rep['rec_l1_zero_code']:.4f})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,30 @@ seed: 0
 """
 
 
+def _write_zoo(base: Path) -> Path:
+    (base / "cfg.yaml").write_text(SMOKE_CONFIG)
+    root = base / "models"
+    root.mkdir()
+    (root / "zoo.yaml").write_text(
+        "models:\n"
+        "  tiny:\n"
+        f"    config: {base / 'cfg.yaml'}\n"
+        "    artefact: srnet\n"
+        "    kind: sr\n"
+        "    default_sr: true\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_sets():
+    """Held-out sets cut small for tests (one draw, 64-pixel crops): the card's logic, not its numbers."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zoo, "HELD_OUT_DRAWS", 1)
+        mp.setattr(zoo, "HELD_OUT_CROP", {"realesrgan": 64, "manet": 64})
+        yield
+
+
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     """Training runs and held-out sets shared by this module's tests (a trained run is found by its hash)."""
@@ -33,21 +58,27 @@ def runs_dir(tmp_path_factory):
 
 
 @pytest.fixture()
-def tiny_zoo(tmp_path, monkeypatch, runs_dir):
-    """A zoo of one smoke-size plain HAT entry; the zoo under tmp_path, runs under runs_dir."""
-    (tmp_path / "cfg.yaml").write_text(SMOKE_CONFIG)
-    root = tmp_path / "models"
-    root.mkdir()
-    (root / "zoo.yaml").write_text(
-        "models:\n"
-        "  tiny:\n"
-        f"    config: {tmp_path / 'cfg.yaml'}\n"
-        "    artefact: srnet\n"
-        "    kind: sr\n"
-        "    default_sr: true\n"
-    )
+def tiny_zoo(tmp_path, monkeypatch, runs_dir, small_sets):
+    """A zoo of one smoke-size plain HAT entry, not trained yet; runs under runs_dir."""
     monkeypatch.setenv("SAVL_RUNS", str(runs_dir))
-    monkeypatch.setattr(zoo, "HELD_OUT_DRAWS", 1)
+    return _write_zoo(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built_zoo(tmp_path_factory, runs_dir, small_sets):
+    """The same zoo with its model trained and packaged once for the module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAVL_RUNS", str(runs_dir))
+        root = _write_zoo(tmp_path_factory.mktemp("built"))
+        zoo.build("tiny", root=root)
+        yield root
+
+
+@pytest.fixture()
+def trained_zoo(built_zoo, tmp_path):
+    """A private copy of the built zoo (its zoo.yaml names the config by absolute path, so it still loads)."""
+    root = tmp_path / "models"
+    shutil.copytree(built_zoo, root)
     return root
 
 
@@ -62,6 +93,8 @@ def test_missing_model_is_trained_then_verified(tiny_zoo, capsys):
     assert set(card["files"]) == {"tiny.safetensors", "tiny.json", "metrics.jsonl"}
     sr = card["held_out_metrics"]["realesrgan"]
     assert sr["images"] == 4 and 5 < sr["bicubic_psnr"] < 50
+    manet = card["held_out_metrics"]["manet"]
+    assert manet["images"] == 20 and len(manet["set_hashes"]) == 5
     assert sum(p.numel() for p in model.parameters()) == card["parameters"]
     # a second load does not train again
     zoo.load("tiny", root=tiny_zoo)
@@ -75,8 +108,8 @@ def zoo_split_held_out():
     return HELD_OUT
 
 
-def test_corrupt_or_changed_file_is_one_line_error(tiny_zoo):
-    zoo.load("tiny", root=tiny_zoo)
+def test_corrupt_or_changed_file_is_one_line_error(trained_zoo):
+    tiny_zoo = trained_zoo
     weights = zoo.weights_path("tiny", tiny_zoo)
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
@@ -92,14 +125,15 @@ def test_corrupt_or_changed_file_is_one_line_error(tiny_zoo):
         zoo.verify("tiny", tiny_zoo)
 
 
-def test_cli_lists_and_verifies(tiny_zoo):
-    zoo.load("tiny", root=tiny_zoo)
+def test_cli_lists_and_verifies(trained_zoo):
+    tiny_zoo = trained_zoo
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "savl.cli", "models", *a, "--root", str(tiny_zoo)], capture_output=True, text=True
     )
     listed = run()
     assert listed.returncode == 0 and "tiny" in listed.stdout and "bicubic" in listed.stdout
-    assert run("verify").returncode == 0
+    verified = run("verify")
+    assert verified.returncode == 0 and "tiny: ok" in verified.stdout
     card = tiny_zoo / "tiny" / "card.json"
     data = json.loads(card.read_text())
     data["files"]["tiny.json"] = "0" * 64
@@ -136,8 +170,28 @@ def test_held_out_split_is_disjoint_and_complete():
     assert set(HELD_OUT) | set(TRAIN) == set(_NAMES)
 
 
-def test_copy_of_zoo_is_self_contained(tiny_zoo, tmp_path):
-    zoo.load("tiny", root=tiny_zoo)
+def test_copy_of_zoo_is_self_contained(trained_zoo, tmp_path):
     moved = tmp_path / "elsewhere"
-    shutil.copytree(tiny_zoo, moved)
+    shutil.copytree(trained_zoo, moved)
     assert zoo.verify("tiny", moved)["name"] == "tiny"
+
+
+def test_savl_sr_without_model_uses_the_zoo_default(trained_zoo, tmp_path):
+    """`savl sr in out` runs the zoo's default SR model after verifying it; a missing one fails in one line."""
+    import torch
+
+    from savl.io import read_image, write_image
+
+    img = tmp_path / "in.png"
+    write_image(img, torch.rand(3, 12, 10, generator=torch.Generator().manual_seed(0)), bit_depth=8)
+    env = {**os.environ, "SAVL_MODELS": str(trained_zoo)}
+    out = tmp_path / "out.png"
+    done = subprocess.run([sys.executable, "-m", "savl.cli", "sr", str(img), str(out)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "zoo model 'tiny'" in done.stderr and tuple(read_image(out).shape) == (3, 48, 40)
+    shutil.rmtree(trained_zoo / "tiny")
+    missing = subprocess.run([sys.executable, "-m", "savl.cli", "sr", str(img), str(tmp_path / "o2.png")],
+                             env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "savl models train" in missing.stderr
+    assert not (tmp_path / "o2.png").exists()
