@@ -280,7 +280,7 @@ def cmd_sr(args) -> int:
 
     args.device = str(device(args.device))  # 'auto' becomes cuda or cpu; an unusable device is one line
     model = sr_model(args.model, args.device)
-    require_sr_model(model, args.model)  # an encoder, a SAVL model or a discriminator is not an SR network
+    require_sr_model(model, args.model or "the zoo's default model")  # not an encoder, SAVL model, discriminator
     if args.outscale is not None and args.outscale <= 0:
         raise SavlError(f"--outscale must be positive, got {args.outscale}")
     scale = args.outscale if args.outscale is not None else model_scale(model)
