@@ -2,6 +2,10 @@
 
 import sys
 
-from savl.cli import main
+try:
+    from savl.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python is still loading the command: no traceback
+    print("savl: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

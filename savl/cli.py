@@ -1,6 +1,8 @@
 """The `savl` command: degrade, data, sr, severity, train, eval, export, models.
 
-Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback.
+Every user-facing failure is a `SavlError`: printed as one line, exit code 2, no traceback. No command writes
+over one of its inputs or sends two inputs to one output, and the files written for one input (an image and
+its `.json` record or `.npy` values) appear together or not at all.
 """
 
 from __future__ import annotations
@@ -11,13 +13,8 @@ import sys
 from pathlib import Path
 
 from savl import __version__
+from savl.cli_checks import overlap_arg, seed_arg
 from savl.errors import SavlError
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    from savl.provenance import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -27,10 +24,14 @@ def _read_json(path: Path) -> dict:
         raise SavlError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise SavlError(f"{path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError:
+        raise SavlError(f"{path}: not valid JSON (not UTF-8 text)") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise SavlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise SavlError(f"{path}: not valid JSON (nested too deep)") from None
     if not isinstance(obj, dict):
         raise SavlError(f"{path}: expected a JSON object")
     return obj
@@ -41,11 +42,14 @@ def _degrade_one(src: Path, dst: Path, protocol_name: str, seed: int, replay: di
     import torch
 
     from savl.degrade.protocols import get_protocol
-    from savl.io import read_image, write_image
+    from savl.io import encode_image, read_image, write_group
 
     hr = read_image(src).unsqueeze(0)
     if replay is not None:
-        protocol = get_protocol(replay.get("protocol", protocol_name))
+        name = replay.get("protocol", protocol_name)
+        if not isinstance(name, str):
+            raise SavlError(f"{src}: the parameter record's 'protocol' must be a name, got {type(name).__name__}")
+        protocol = get_protocol(name)
         if "params" not in replay:
             raise SavlError(f"{src}: the parameter record has no 'params' entry")
         lr = protocol.replay(hr, replay["params"])
@@ -63,13 +67,14 @@ def _degrade_one(src: Path, dst: Path, protocol_name: str, seed: int, replay: di
         "savl_version": __version__,
         "params": params,
     }
-    write_image(dst, lr[0].clamp(0, 1))
-    _write_json_atomic(dst.with_suffix(".json"), record)
+    image = encode_image(dst, lr[0].clamp(0, 1))
+    write_group({dst: image, dst.with_suffix(".json"): (json.dumps(record, indent=2) + "\n").encode()})
     print(f"{src} -> {dst} ({protocol.name}, {hr.shape[-1]}x{hr.shape[-2]} -> {lr.shape[-1]}x{lr.shape[-2]})")
 
 
 def cmd_degrade(args) -> int:
-    from savl.io import image_files
+    from savl.cli_checks import SEED_LIMIT
+    from savl.io import check_output_paths, image_files
 
     src, dst = Path(args.input), Path(args.output)
     replay = _read_json(Path(args.params)) if args.params else None
@@ -81,13 +86,18 @@ def cmd_degrade(args) -> int:
             raise SavlError(f"{args.params}: --params replays one image; give a single input file")
         if dst.exists() and not dst.is_dir():
             raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
+        if args.seed + len(files) - 1 >= SEED_LIMIT:
+            raise SavlError(f"--seed {args.seed}: the folder's {len(files)} files take seeds up to 2**63; lower it")
+        pairs = [(f, dst / (f.stem + ".png")) for f in files]
+        check_output_paths(pairs, sidecars=(".json",))
         dst.mkdir(parents=True, exist_ok=True)
-        for i, f in enumerate(files):
+        for i, (f, out) in enumerate(pairs):
             # Each file gets its own seed so that one image's draw does not depend on the others.
-            _degrade_one(f, dst / (f.stem + ".png"), args.protocol, args.seed + i, None)
+            _degrade_one(f, out, args.protocol, args.seed + i, None)
     else:
         if dst.is_dir():
             dst = dst / (src.stem + ".png")
+        check_output_paths([(src, dst)], sidecars=(".json",))
         _degrade_one(src, dst, args.protocol, args.seed, replay)
     return 0
 
@@ -223,8 +233,10 @@ def _sr_jobs(src: Path, dst: Path, suffix: str, ext: str) -> list[tuple[Path, Pa
 
 
 def _sr_one(model, src: Path, dst: Path, named: bool, args, dtype) -> str:
+    import numpy as np
     import torch
 
+    from savl.cli_checks import small_image_error
     from savl.infer import model_scale, resample, upscale_to_array
     from savl.io import read_image, write_samples
 
@@ -234,12 +246,23 @@ def _sr_one(model, src: Path, dst: Path, named: bool, args, dtype) -> str:
         if dst.resolve() == src.resolve():
             raise SavlError(f"{dst}: would overwrite the input image; give another --suffix or output folder")
     x = rgb[:1] if info.gray else rgb
-    if info.alpha is not None:
-        x = torch.cat([x, info.alpha], 0)
+    if info.alpha is not None:  # gray + alpha goes through as RGB + alpha and comes back gray below
+        x = torch.cat([rgb, info.alpha], 0)
     # Keep 16 bits where the output format can hold them (PNG, TIFF); other formats get 8.
     depth = info.bit_depth if dst.suffix.lower() in (".png", ".tif", ".tiff") else 8
     tile = None if args.tile == "none" else ("auto" if args.tile == "auto" else int(args.tile))
-    out = upscale_to_array(model, x, bit_depth=depth, tile=tile, overlap=args.overlap, dtype=dtype, device=args.device)
+    try:
+        out = upscale_to_array(
+            model, x, bit_depth=depth, tile=tile, overlap=args.overlap, dtype=dtype, device=args.device
+        )
+    except (ValueError, RuntimeError) as e:
+        small = small_image_error(src, x.shape, e)
+        if small is None:
+            raise
+        raise small from None
+    if info.gray and info.alpha is not None:  # back to gray + alpha: the mean of the three channels, rounded
+        grey = (out[..., :3].sum(-1, dtype=np.uint32) + 1) // 3
+        out = np.stack([grey.astype(out.dtype), out[..., 3]], -1)
     h, w = rgb.shape[-2:]
     if args.outscale is not None and args.outscale != model_scale(model):
         # As Real-ESRGAN's --outscale: the network's output resized to int(outscale * input size), Lanczos.
@@ -252,9 +275,12 @@ def _sr_one(model, src: Path, dst: Path, named: bool, args, dtype) -> str:
 def cmd_sr(args) -> int:
     from tqdm import tqdm
 
+    from savl.cli_checks import device, require_sr_model
     from savl.infer import OutOfMemoryError, model_scale
 
+    args.device = str(device(args.device))  # 'auto' becomes cuda or cpu; an unusable device is one line
     model = sr_model(args.model, args.device)
+    require_sr_model(model, args.model or "the zoo's default model")  # not an encoder, SAVL model, discriminator
     if args.outscale is not None and args.outscale <= 0:
         raise SavlError(f"--outscale must be positive, got {args.outscale}")
     scale = args.outscale if args.outscale is not None else model_scale(model)
@@ -286,26 +312,36 @@ def cmd_sr(args) -> int:
     return 0
 
 
-def _save_npy(path: str, values) -> None:
+def _npy_bytes(values) -> bytes:
+    import io
+
     import numpy as np
 
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare temporary name
-        np.save(f, values)
+    buf = io.BytesIO()
+    np.save(buf, values)
+    return buf.getvalue()
 
 
 def cmd_severity(args) -> int:
-
+    from savl.cli_checks import device, small_image_error
     from savl.infer import severity_map
-    from savl.io import read_image, write_image
-    from savl.provenance import atomic_write
+    from savl.io import check_output_paths, encode_image, read_image, write_group
 
-    model = _load_model(args.model, args.device)
-    for src, dst in _inputs(Path(args.input), Path(args.output)):
-        sev, colour = severity_map(model, read_image(src), device=args.device)
-        write_image(dst, colour)
+    dev = device(args.device)
+    pairs = _inputs(Path(args.input), Path(args.output))
+    check_output_paths(pairs, sidecars=(".npy",))
+    model = _load_model(args.model, str(dev))
+    for src, dst in pairs:
+        lr = read_image(src)
+        try:
+            sev, colour = severity_map(model, lr, device=dev)
+        except (ValueError, RuntimeError) as e:
+            small = small_image_error(src, lr.shape, e)
+            if small is None:
+                raise
+            raise small from None
         raw = dst.with_suffix(".npy")
-        values = sev.numpy()
-        atomic_write(raw, lambda tmp: _save_npy(tmp, values))  # noqa: B023 (used at once, in this iteration)
+        write_group({dst: encode_image(dst, colour), raw: _npy_bytes(sev.numpy())})
         print(f"{src} -> {dst} (+ {raw.name}; severity {sev.min():.3f} .. {sev.max():.3f})")
     return 0
 
@@ -331,15 +367,22 @@ def cmd_export(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ main
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit 2, like every other error of the command (sub-parsers inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
+    p = _Parser(prog="savl", description="SAVL: degradations, training, evaluation, inference.")
     p.add_argument("--version", action="version", version=f"savl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("degrade", help="degrade an image (or a folder) with a named protocol")
     d.add_argument("input", help="HR image file or folder")
     d.add_argument("output", help="output image file or folder (a .json parameter record is written beside)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=seed_arg, default=0)
     d.add_argument("--protocol", default="realesrgan", help="realesrgan, bicubic, table5-type, manet-mode3, ...")
     d.add_argument("--params", help="replay a parameter record written by an earlier run (single file)")
     d.set_defaults(func=cmd_degrade)
@@ -376,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--overlap",
         "--tile-pad",
-        type=int,
+        type=overlap_arg,
         default=16,
         help="LR pixels of context added on each inner side of a tile and blended (Real-ESRGAN's --tile_pad)",
     )
@@ -438,11 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    try:  # building the parser imports the training code (and torch): Ctrl-C there is an interruption too
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except SavlError as e:
         print(f"savl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's answer (a full disk, a folder that is a file, no permission): one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"savl: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("savl: interrupted", file=sys.stderr)

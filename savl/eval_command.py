@@ -16,7 +16,6 @@ from savl.evaluate import _LPIPS_NETS, EvalProtocol, evaluate, format_table
 from savl.provenance import provenance
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 __all__ = ["add_eval_parser", "cmd_eval"]
@@ -49,17 +48,42 @@ def _load_eval_model(spec: str, scale: int) -> tuple[nn.Module, Path | None]:
         from savl.evaluate import BicubicUpsampler
 
         return BicubicUpsampler(scale), None
+    from savl.cli_checks import require_sr_model
     from savl.models.io import load_model
 
     path = Path(spec)
-    return load_model(path), (path if path.suffix == ".safetensors" else path.with_suffix(".safetensors"))
+    model = load_model(path)
+    require_sr_model(model, path)  # an encoder, SAVL model or discriminator cannot be evaluated as SR
+    return model, (path if path.suffix == ".safetensors" else path.with_suffix(".safetensors"))
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the evaluation, not after it, when the result cannot be written to `out`."""
+    import os
+    import secrets
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{out.name}.{secrets.token_hex(4)}.probe"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot be written ({e.strerror or e})") from None
 
 
 def cmd_eval(args) -> int:
     """`savl eval`: prints the table (or the saved outputs) and writes JSON when `--out` is given."""
+    from savl.cli_checks import device as checked_device
     from savl.errors import ModelFileError
 
     tile = None if str(args.tile).lower() in ("none", "0") else _int_arg("--tile", args.tile)
+    if not 1 <= args.scale <= 8:  # the output grows with the square of the scale
+        raise ConfigError(f"--scale {args.scale}: must lie in [1, 8]")
+    if args.out:
+        _check_writable(Path(args.out))
     dataset, name, version, kind = open_eval_data(args.data, args.scale, getattr(args, "root", None))
     protocol = EvalProtocol(
         scale=args.scale,
@@ -71,7 +95,7 @@ def cmd_eval(args) -> int:
         dataset=name,
         dataset_version=version,
     )
-    device = _device(args.device)
+    device = checked_device(args.device)
     model, checkpoint = _load_eval_model(args.model, args.scale)
     try:
         result = evaluate(model, dataset, protocol, device=device, save_dir=args.save_images, progress=True)
@@ -99,17 +123,3 @@ def _int_arg(flag: str, value) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{flag}: expected an integer or 'none', got {value!r}") from None
-
-
-def _device(name: str) -> torch.device:
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {name}: MPS is not available on this machine")
-    return dev

@@ -7,6 +7,8 @@ Every number this module reports travels with `EvalProtocol.describe()`, so a ta
 was measured. LPIPS from a randomly initialised trunk (`LPIPS(pretrained=False)`, for tests) is reported
 under the key "lpips_random_trunk" and the column "lpips_random_trunk (not LPIPS)", never as LPIPS.
 Images whose PSNR is infinite (a perfect output) make the mean infinite too; JSON stores it as "inf".
+An image that cannot be used (unreadable, too small for the border crop, LR and HR sizes that do not match)
+is skipped with a one-line message and listed under "skipped"; the others are still evaluated.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from savl.data.resolve import open_eval_data
-from savl.errors import ConfigError, DataError
+from savl.errors import ConfigError, DataError, SavlError
 from savl.provenance import atomic_write_text, hardware, provenance
 
 if TYPE_CHECKING:
@@ -127,6 +129,7 @@ class EvalResult:
     metrics: tuple[str, ...] = ()
     lpips_model: str | None = None
     seconds: float = 0.0
+    skipped: list[dict] = field(default_factory=list)  # {"name", "reason"} of images that could not be used
 
     @property
     def has_metrics(self) -> bool:
@@ -139,10 +142,11 @@ class EvalResult:
     def summary(self) -> str:
         """One line of means (or the number of saved outputs for an LR-only set)."""
         ds = self.protocol.dataset or "dataset"
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         if not self.has_metrics:
-            return f"{ds}: {len(self.per_image)} images super-resolved (no ground truth, no metrics)"
+            return f"{ds}: {len(self.per_image)} images super-resolved (no ground truth, no metrics){skipped}"
         parts = [f"{_LABELS[m]} {self.means[m]:.{_DIGITS[m]}f}" for m in self.metrics]
-        return f"{ds}: " + ", ".join(parts) + f" over {len(self.per_image)} images"
+        return f"{ds}: " + ", ".join(parts) + f" over {len(self.per_image)} images{skipped}"
 
     def to_dict(self, provenance: Mapping | None = None) -> dict:
         return {
@@ -152,6 +156,7 @@ class EvalResult:
             "lpips_model": self.lpips_model,
             "means": {k: _json_number(float(v)) for k, v in self.means.items()},
             "per_image": [{k: _json_number(v) for k, v in row.items()} for row in self.per_image],
+            "skipped": [dict(row) for row in self.skipped],
             "seconds": round(self.seconds, 3),
             "provenance": dict(provenance) if provenance is not None else provenance_defaults(self.protocol),
         }
@@ -212,12 +217,42 @@ def __getattr__(name: str):
 
 
 # ------------------------------------------------------------------------------------------- evaluate
-def _items(dataset) -> Iterable[dict]:
+def _items(dataset) -> Iterable[tuple[int, dict | SavlError]]:
+    """(index, item), or (index, the error) for an item that cannot be read (the caller skips it)."""
     for i in range(len(dataset)):
-        item = dataset[i]
+        try:
+            item = dataset[i]
+        except SavlError as e:
+            yield i, e
+            continue
         if not isinstance(item, dict) or "lr" not in item:
             raise DataError(f"dataset item {i}: expected a dict with 'lr' (and 'hr', 'name')")
-        yield item
+        yield i, item
+
+
+def _input_folders(dataset) -> set[Path]:
+    """Folders the dataset reads its images from, as far as it tells (folder datasets, frozen sets)."""
+    out: set[Path] = set()
+    for part in getattr(dataset, "parts", [dataset]):
+        for f in getattr(part, "files", []):
+            out.add(Path(f).resolve().parent)
+        for pair in getattr(part, "pairs", []):
+            out.update(Path(p).resolve().parent for p in pair[1:])
+        root = getattr(part, "path", None)
+        if root is not None:
+            out.update((Path(root) / sub).resolve() for sub in ("lr", "hr"))
+    return out
+
+
+def _skip(skipped: list[dict], name: str, reason: SavlError | str, progress: bool) -> None:
+    reason = str(reason)
+    skipped.append({"name": name, "reason": reason})
+    if progress:
+        print(f"savl: skipped {name}: {reason}", file=sys.stderr)
+    else:
+        import warnings
+
+        warnings.warn(f"skipped {name}: {reason}", stacklevel=3)
 
 
 def _safe_stem(name: str) -> str:
@@ -247,9 +282,9 @@ def evaluate(
     """
     import torch
 
-    from savl.infer import model_scale, upscale
+    from savl.infer import model_scale
     from savl.io import write_image
-    from savl.metrics import LPIPS, psnr, ssim
+    from savl.metrics import LPIPS
 
     protocol = protocol or EvalProtocol()
     device = torch.device(device)
@@ -262,10 +297,13 @@ def evaluate(
     label = protocol.dataset or "dataset"
     if len(dataset) == 0:
         raise DataError(f"{label}: no images to evaluate")
-    model = model.to(device).eval()
     out_dir = Path(save_dir) if save_dir is not None else None
+    if out_dir is not None and out_dir.resolve() in _input_folders(dataset):
+        raise ConfigError(f"{out_dir}: holds the images being evaluated; save the outputs in another folder")
+    model = model.to(device).eval()
     paired: bool | None = None  # decided by the first item
     rows: list[dict] = []
+    skipped: list[dict] = []
     seen: set[str] = set()
     start = time.perf_counter()
     items = _items(dataset)
@@ -273,7 +311,10 @@ def evaluate(
         from tqdm import tqdm
 
         items = tqdm(items, total=len(dataset), desc=label, unit="img", file=sys.stderr, disable=None)
-    for i, item in enumerate(items):
+    for i, item in items:
+        if isinstance(item, SavlError):
+            _skip(skipped, f"item {i}", item, progress)
+            continue
         name = str(item.get("name", f"{i:04d}"))
         row: dict = {"name": name}
         if paired is None:
@@ -288,21 +329,11 @@ def evaluate(
                 out_dir.mkdir(parents=True, exist_ok=True)
         elif ("hr" in item) != paired:
             raise DataError(f"{name}: some items have ground truth and others not; evaluate them separately")
-        sr = upscale(
-            model, item["lr"], tile=protocol.tile, overlap=protocol.overlap, device=device, scale=protocol.scale
-        )
-        if paired:
-            hr = item["hr"][:3]
-            if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
-                raise DataError(
-                    f"{name}: output is {sr.shape[-1]}x{sr.shape[-2]} but HR is {hr.shape[-1]}x{hr.shape[-2]} "
-                    f"(LR x{protocol.scale} must equal HR)"
-                )
-            a, b = sr[None].to(device), hr[None].to(device)
-            row["psnr"] = float(psnr(a, b, protocol.crop_border, protocol.y_channel)[0])
-            row["ssim"] = float(ssim(a, b, protocol.crop_border, protocol.y_channel)[0])
-            if lpips is not None:
-                row[lpips.metric_name] = float(lpips(a, b)[0])
+        try:
+            sr = _score(item, name, paired, protocol, model, device, lpips, row)
+        except SavlError as e:
+            _skip(skipped, name, e, progress)
+            continue
         if out_dir is not None:
             stem = _safe_stem(name)
             if stem in seen:
@@ -312,6 +343,9 @@ def evaluate(
             write_image(path, sr, bit_depth=8)
             row["output"] = str(path)
         rows.append(row)
+    if not rows:
+        first = skipped[0]
+        raise DataError(f"{label}: no image could be used ({len(skipped)} skipped; {first['name']}: {first['reason']})")
     metrics: tuple[str, ...] = ("psnr", "ssim") + ((lpips.metric_name,) if lpips is not None else ())
     means = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} if paired else {}
     return EvalResult(
@@ -321,7 +355,44 @@ def evaluate(
         metrics=metrics if paired else (),
         lpips_model=lpips.describe() if lpips is not None and paired else None,
         seconds=time.perf_counter() - start,
+        skipped=skipped,
     )
+
+
+def _score(item: dict, name: str, paired: bool, protocol: EvalProtocol, model, device, lpips, row: dict):
+    """Super-resolve one item and (paired) fill its metrics into `row`; SavlError when the item is unusable."""
+    from savl.cli_checks import small_image_error
+    from savl.infer import upscale
+    from savl.metrics import psnr, ssim
+
+    lr = item["lr"]
+    if paired:
+        hr = item["hr"][:3]
+        if tuple(hr.shape[-2:]) != tuple(s * protocol.scale for s in lr.shape[-2:]):
+            raise DataError(
+                f"LR is {lr.shape[-1]}x{lr.shape[-2]} but HR is {hr.shape[-1]}x{hr.shape[-2]} "
+                f"(LR x{protocol.scale} must equal HR)"
+            )
+        if min(hr.shape[-2:]) <= 2 * protocol.crop_border:
+            raise DataError(
+                f"HR {hr.shape[-1]}x{hr.shape[-2]} leaves nothing after the {protocol.crop_border}px border crop"
+            )
+    try:
+        sr = upscale(model, lr, tile=protocol.tile, overlap=protocol.overlap, device=device, scale=protocol.scale)
+    except (ValueError, RuntimeError) as e:
+        small = small_image_error(name, lr.shape, e)
+        if small is None:
+            raise
+        raise small from None
+    if paired:
+        if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
+            raise DataError(f"output is {sr.shape[-1]}x{sr.shape[-2]} but HR is {hr.shape[-1]}x{hr.shape[-2]}")
+        a, b = sr[None].to(device), hr[None].to(device)
+        row["psnr"] = float(psnr(a, b, protocol.crop_border, protocol.y_channel)[0])
+        row["ssim"] = float(ssim(a, b, protocol.crop_border, protocol.y_channel)[0])
+        if lpips is not None:
+            row[lpips.metric_name] = float(lpips(a, b)[0])
+    return sr
 
 
 # ---------------------------------------------------------------------------------------------- table

@@ -1,5 +1,11 @@
 """Image files in and out: 8/16-bit, gray and alpha kept, atomic writes, one-line errors.
 
+Writes never leave a half-written file: bytes go to a temporary file in the destination's folder, created
+with mode 0666 less the umask (as a plain ``open()`` would), and renamed into place. `write_group` does the
+same for several files that belong together (an image and its ``.json`` record, a severity map and its
+``.npy``): all of them appear, or none. `check_output_paths` refuses an output that would replace one of
+the inputs, or two inputs that would be written to the same output.
+
 Tensors are float32 (3, H, W) in [0, 1]. Decoders, by format:
 
 - PNG with 16-bit samples: `torchvision.io.decode_png` (Pillow truncates 48/64-bit PNG to 8 bits per
@@ -26,7 +32,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from savl.errors import ImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageInfo", "image_files", "read_image", "write_image", "write_samples"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageInfo",
+    "check_output_paths",
+    "encode_image",
+    "image_files",
+    "read_image",
+    "write_group",
+    "write_image",
+    "write_samples",
+]
 
 #: Suffixes that `image_files` lists (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm")
@@ -237,6 +253,21 @@ def write_image(
     only once written.
     """
     p = Path(path)
+    data = encode_image(p, img, bit_depth=bit_depth, alpha=alpha, gray=gray, quality=quality)
+    _write_atomic(p, data)
+
+
+def encode_image(
+    path,
+    img: torch.Tensor,
+    *,
+    bit_depth: int = 8,
+    alpha: torch.Tensor | None = None,
+    gray: bool = False,
+    quality: int = 95,
+) -> bytes:
+    """The bytes `write_image` would write to ``path`` (the format follows its suffix); nothing is written."""
+    p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in _WRITERS:
         known = ", ".join(sorted(_WRITERS))
@@ -252,9 +283,7 @@ def write_image(
         raise ImageError(f"{p}: quality must be in 1..100, got {quality}")
 
     samples = _quantise(p, img, alpha, gray, bit_depth)  # (H, W, C) uint8/uint16
-    data = _encode(p, samples, fmt, bit_depth, int(quality))
-    _write_atomic(p, data)
-
+    return _encode(p, samples, fmt, bit_depth, int(quality))
 
 
 def write_samples(path, samples: np.ndarray, *, quality: int = 95) -> None:
@@ -276,6 +305,7 @@ def write_samples(path, samples: np.ndarray, *, quality: int = 95) -> None:
     if not 1 <= int(quality) <= 100:
         raise ImageError(f"{p}: quality must be in 1..100, got {quality}")
     _write_atomic(p, _encode(p, samples, fmt, bit_depth, int(quality)))
+
 
 def _quantise(p: Path, img, alpha, gray: bool, bit_depth: int) -> np.ndarray:
     if not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] not in (1, 3):
@@ -353,7 +383,8 @@ def _encode_png16(s: np.ndarray) -> bytes:
     return _PNG_MAGIC + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b"")
 
 
-def _write_atomic(p: Path, data: bytes) -> None:
+def _temporary(p: Path) -> tuple[Path, int]:
+    """A new temporary file beside ``p``: (path, open descriptor). Mode 0666 less the umask, as open() gives."""
     if p.is_dir():
         raise ImageError(f"{p}: is a folder; give a file name")
     folder = p.parent
@@ -361,22 +392,71 @@ def _write_atomic(p: Path, data: bytes) -> None:
         raise ImageError(f"{p}: the folder {folder} does not exist")
     tmp = folder / f".{p.name}.{secrets.token_hex(4)}.tmp"
     try:
-        # os.open with 0o666 lets the umask decide the final permissions, as for a plain open().
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as e:
         raise ImageError(f"{p}: cannot write ({e.strerror or _one_line(e)})") from None
+
+
+def _write_atomic(p: Path, data: bytes) -> None:
+    write_group({p: data})
+
+
+def write_group(files: dict) -> None:
+    """Write several files as one: each ``{path: bytes}`` goes to a temporary file beside it, and only when
+    every one is written are they renamed into place. A failure (a full disk, an unwritable folder, Ctrl-C)
+    removes the temporary files and leaves the destinations as they were."""
+    staged: list[tuple[Path, Path]] = []
+    done: list[Path] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException as e:  # also on Ctrl-C: never leave the temporary file behind
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ImageError(f"{p}: cannot write ({e.strerror or _one_line(e)})") from None
+        for path, data in files.items():
+            p = Path(path)
+            tmp, fd = _temporary(p)
+            staged.append((tmp, p))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                raise ImageError(f"{p}: cannot write ({e.strerror or _one_line(e)})") from None
+        for tmp, p in staged:
+            try:
+                os.replace(tmp, p)
+            except OSError as e:
+                raise ImageError(f"{p}: cannot write ({e.strerror or _one_line(e)})") from None
+            done.append(p)
+    except BaseException:  # also on Ctrl-C: never leave temporary files, nor some of the group without the rest
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for p in done:
+            p.unlink(missing_ok=True)
         raise
+
+
+def check_output_paths(pairs, sidecars: tuple[str, ...] = ()) -> None:
+    """Refuse to write over an input, and two inputs that would be written to one output.
+
+    pairs: ``(input, output)`` paths; sidecars: suffixes of the files written beside each output (``.json``,
+    ``.npy``), which count as outputs too. One-line ImageError naming the paths.
+    """
+    pairs = [(Path(a), Path(b)) for a, b in pairs]
+    inputs = {_identity(a): a for a, _ in pairs}
+    owner: dict[str, Path] = {}
+    for src, dst in pairs:
+        for out in (dst, *(dst.with_suffix(s) for s in sidecars)):
+            key = _identity(out)
+            if key in inputs:
+                raise ImageError(f"{out}: is an input ({inputs[key]}); writing the output there would replace it")
+            if key in owner and owner[key] != src:
+                raise ImageError(f"{out}: both {owner[key]} and {src} would be written here; rename one of them")
+            owner[key] = src
+
+
+def _identity(p: Path) -> str:
+    """What makes two paths one file: the inode of an existing file (links, hard links), else the resolved path."""
+    try:
+        st = p.stat()
+        return f"inode:{st.st_dev}:{st.st_ino}"
+    except OSError:
+        return "path:" + os.path.normcase(str(p.resolve()))
 
 
 # ------------------------------------------------------------------------------------------------ list

@@ -8,9 +8,9 @@ import datetime
 import hashlib
 import os
 import platform
+import secrets
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,14 +71,29 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     never see a half-written file, and the temporary file is removed when anything fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_temporary(path)
+    mode = os.stat(tmp).st_mode
     try:
         write(tmp)
+        if os.stat(tmp).st_mode != mode:  # some writers (safetensors) recreate the file as 0600
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_temporary(path: Path) -> str:
+    """An empty new file beside `path`, mode 0666 less the umask as open() would create it (mkstemp's 0600
+    would make every result private)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: no free temporary name beside it")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

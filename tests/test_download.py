@@ -278,3 +278,53 @@ def test_zip_traversal_and_garbage_are_refused(tmp_path):
     junk.write_bytes(b"not an archive at all")
     with pytest.raises(DataError, match="not a zip or tar"):
         extract(junk, tmp_path / "out2")
+
+
+def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, target
+    return m
+
+
+@pytest.mark.parametrize("has_filter", [True, False], ids=["with-data-filter", "old-python"])
+def test_tar_link_chain_out_of_the_destination_is_refused(tmp_path, monkeypatch, has_filter):
+    """`d -> .`, then `d/e -> ..`: each name looks harmless, together they lead to the parent folder. Pythons
+    before 3.10.12 / 3.11.4 have no `data` filter to catch it (simulated by removing it)."""
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    arc = tmp_path / "chain.tar"
+    evil = tarfile.TarInfo("e/outside/evil.txt")
+    _tar(arc, [_link("d", "."), _link("d/e", ".."), evil], {"e/outside/evil.txt": b"owned"}, mode="w")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "outside").mkdir()
+    with pytest.raises(DataError, match=r"'d/e'.*outside"):
+        extract(arc, work / "out")
+    assert not (work / "outside" / "evil.txt").exists()
+    assert _listing(work) == ["outside"]  # nothing extracted, no temporary folder left
+
+
+def test_tar_link_chains_are_judged_by_where_they_resolve(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    dest = tmp_path / "out"
+    cases = {
+        # a link through a link whose target climbs out one level at a time
+        "deep": [_link("a", "b/c"), _link("b", "."), _link("c", "..")],
+        # '..' applies after the link it follows, as in the kernel: x -> d1/d2, then y -> x/../../..
+        "dotdot-after-link": [_link("x", "d1/d2"), _link("y", "x/../../..")],
+        # a loop of links
+        "loop": [_link("p", "q"), _link("q", "p"), tarfile.TarInfo("p/file")],
+        # a hard link through a link that leaves
+        "hard": [_link("up", ".."), _link("h", "up/secret", tarfile.LNKTYPE)],
+    }
+    for label, members in cases.items():
+        arc = tmp_path / f"{label}.tar"
+        _tar(arc, members, {"p/file": b"x"}, mode="w")
+        with pytest.raises(DataError, match="refused"):
+            extract(arc, dest)
+        assert _listing(dest) == [], label
+    # Chains that stay inside are fine: d -> ., d/e -> d (i.e. `e` -> `.`), e/f.txt lands in the destination.
+    arc = tmp_path / "inside.tar"
+    _tar(arc, [_link("d", "."), _link("d/e", "d"), tarfile.TarInfo("e/f.txt")], {"e/f.txt": b"fine"}, mode="w")
+    extract(arc, dest)
+    assert (dest / "f.txt").read_bytes() == b"fine"

@@ -74,9 +74,9 @@ def test_overlapping_index_covers_table_and_matches_offsets():
         assert seen.setdefault(int(idx[i, j]), off) == off
 
 
-@pytest.mark.parametrize("H,W", [(8, 8), (8, 12), (12, 4)])
-def test_shifted_window_mask_against_wraparound_labels(H, W):
-    window, shift = 4, 2
+@pytest.mark.parametrize("H,W,window", [(8, 8, 4), (8, 12, 4), (12, 4, 4), (16, 24, 8), (8, 16, 8)])
+def test_shifted_window_mask_against_wraparound_labels(H, W, window):
+    shift = window // 2
     mask = shifted_window_mask(H, W, window, shift)
     # Independent reference: after rolling by -shift, pixel (y, x) came from ((y+s) mod H, (x+s) mod W);
     # two pixels of one window were neighbours iff they wrapped around on the same axes.

@@ -1,4 +1,4 @@
-"""Dataset classes (DESIGN §2, §5.3, §5.8): HR patches for on-the-fly degradation, paired LR/HR folders
+"""Dataset classes: HR patches for on-the-fly degradation, paired LR/HR folders
 (plain, RealSR v3, DRealSR layouts), LR-only folders (RealSRSet) and frozen synthetic validation sets.
 
 Randomness never touches a global RNG: every random choice of item `i` in epoch `e` comes from
@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -379,19 +379,14 @@ def _combined(files: dict[str, str]) -> str:
 
 
 def _json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from savl.io import write_group
+
+    write_group({path: (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()})
 
 
 class FrozenValidationSet(Dataset):
-    """A synthetic LR/HR validation set drawn once from a seed and stored (DESIGN §2, §5.4).
+    """A synthetic LR/HR validation set drawn once from a seed and stored, so every evaluation
+    of it scores the same LR images.
 
     `build` quantises each HR image to 8 bits, degrades it with its own generator (seeded from `seed`
     and the image index), and writes `hr/NAME.png`, `lr/NAME.png` (8-bit, the precision metrics use),
@@ -432,8 +427,12 @@ class FrozenValidationSet(Dataset):
         if len(set(names)) != len(names):
             raise DataError("image names must be unique within a frozen set")
 
+        if path.is_dir() and any(path.iterdir()) and not (path / _MANIFEST).is_file():
+            raise DataError(f"{path}: a folder that is not a frozen set is there; it is never replaced")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".build"))
+        # Not mkdtemp: its 0700 would make the finished set private; mkdir gives 0777 less the umask.
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.build"
+        tmp.mkdir()
         try:
             (tmp / "hr").mkdir()
             (tmp / "lr").mkdir()

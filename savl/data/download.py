@@ -1,8 +1,11 @@
-"""Checksummed, resumable downloads and safe archive extraction (DESIGN §2, `savl data download`).
+"""Checksummed, resumable downloads and safe archive extraction (what `savl data download` runs).
 
 Standard library only (urllib, zipfile, tarfile): no new dependencies. Our own member checks run before
-anything is written, so a refused archive leaves nothing behind, on every Python version (the `data`
-extraction filter of newer Pythons is applied on top where available).
+anything is written, so a refused archive leaves nothing behind, on every Python version: each member's
+real location is resolved through the links the archive itself creates, so a chain of harmless-looking
+links cannot lead outside the destination. The `data` extraction filter of newer Pythons (3.10.12+,
+3.11.4+) is applied on top where available, and the extracted tree is checked once more before it moves
+into place.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def _safe_name(name: str, archive: Path) -> str:
 
 
 def _check_link(member: str, target: str, archive: Path, *, relative_to_member: bool) -> None:
-    """A link must resolve inside the extraction folder."""
+    """A zip link member (extracted as a plain file by zipfile) must still name a place inside the folder."""
     t = target.replace("\\", "/")
     if t.startswith("/") or (len(t) > 1 and t[1] == ":"):
         raise DataError(f"{archive}: link {member!r} points to absolute path {target!r}; refused")
@@ -172,15 +175,97 @@ def _check_link(member: str, target: str, archive: Path, *, relative_to_member: 
         raise DataError(f"{archive}: link {member!r} points outside the destination ({target!r}); refused")
 
 
+class _Tree:
+    """The folder a tar archive would build, as far as links go: where each path really ends up.
+
+    Links are judged by where they resolve, not by their names: `d -> .` followed by `d/e -> ..` is a link
+    to the parent of the destination although neither name contains a '..' that leaves it. Paths are
+    resolved component by component as the kernel does (a link is followed before a later '..' applies).
+    """
+
+    _MAX_HOPS = 40  # the kernel's own limit on symbolic links in one lookup
+
+    def __init__(self, archive: Path):
+        self.archive = archive
+        self.links: dict[str, str] = {}  # real location (relative to the destination) -> link target
+
+    def resolve(self, parts: list[str], member: str, follow_last: bool = True) -> list[str]:
+        """Real location of `parts` (relative to the destination); DataError if it leaves it."""
+        out: list[str] = []
+        todo = list(parts)
+        hops = 0
+        while todo:
+            part = todo.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not out:
+                    raise DataError(f"{self.archive}: member {member!r} resolves outside the destination; refused")
+                out.pop()
+                continue
+            out.append(part)
+            target = self.links.get("/".join(out))
+            if target is not None and (todo or follow_last):
+                hops += 1
+                if hops > self._MAX_HOPS:
+                    raise DataError(f"{self.archive}: member {member!r} goes through a loop of links; refused")
+                if target.startswith("/"):
+                    raise DataError(f"{self.archive}: member {member!r} goes through an absolute link; refused")
+                out.pop()
+                todo = target.split("/") + todo
+        return out
+
+    def add(self, m: tarfile.TarInfo, name: str) -> None:
+        if not name:  # the destination folder itself
+            return
+        parts = name.split("/")
+        where = [*self.resolve(parts[:-1], m.name), parts[-1]]
+        if m.issym():
+            target = m.linkname.replace("\\", "/")
+            if target.startswith("/") or (len(target) > 1 and target[1] == ":"):
+                raise DataError(f"{self.archive}: link {m.name!r} points to absolute path {m.linkname!r}; refused")
+            try:
+                self.resolve([*where[:-1], *target.split("/")], m.name)
+            except DataError:
+                raise DataError(
+                    f"{self.archive}: link {m.name!r} points outside the destination ({m.linkname!r}); refused"
+                ) from None
+            self.links["/".join(where)] = target
+            return
+        if m.islnk():  # a hard link names its target from the archive root
+            try:
+                self.resolve(_safe_name(m.linkname, self.archive).split("/"), m.name)
+            except DataError:
+                raise DataError(
+                    f"{self.archive}: link {m.name!r} points outside the destination ({m.linkname!r}); refused"
+                ) from None
+        # Files and folders are opened through a link at their own name too (open() follows it).
+        real = self.resolve(where, m.name)
+        self.links.pop("/".join(real), None)
+
+
 def _check_tar(tf: tarfile.TarFile, archive: Path) -> None:
+    tree = _Tree(archive)
     for m in tf.getmembers():
         name = _safe_name(m.name, archive)
-        if m.issym():
-            _check_link(name, m.linkname, archive, relative_to_member=True)
-        elif m.islnk():
-            _check_link(name, m.linkname, archive, relative_to_member=False)
-        elif not (m.isfile() or m.isdir()):
+        if not (m.issym() or m.islnk() or m.isfile() or m.isdir()):
             raise DataError(f"{archive}: member {m.name!r} is a device or fifo; refused")
+        if not name and not m.isdir():
+            raise DataError(f"{archive}: member {m.name!r} names the destination itself; refused")
+        tree.add(m, name)
+
+
+def _check_extracted(root: Path, archive: Path) -> None:
+    """After extraction: every link on disk must resolve inside `root` (a second, independent check)."""
+    real_root = os.path.realpath(root)
+    for folder, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            p = os.path.join(folder, entry)
+            if os.path.islink(p):
+                real = os.path.realpath(p)
+                if os.path.commonpath([real_root, real]) != real_root:
+                    rel = os.path.relpath(p, root)
+                    raise DataError(f"{archive}: link {rel!r} resolves outside the destination; refused")
 
 
 def _check_zip(zf: zipfile.ZipFile, archive: Path) -> None:
@@ -222,8 +307,9 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
                         tf.extractall(tmp, filter="data")
                     else:
                         tf.extractall(tmp)
+                _check_extracted(tmp, archive)
             except tarfile.TarError as e:
-                raise DataError(f"{archive}: corrupt tar archive ({e})") from None
+                raise DataError(f"{archive}: corrupt or refused tar archive ({e})") from None
         dest.mkdir(parents=True, exist_ok=True)
         for entry in sorted(tmp.iterdir()):
             target = dest / entry.name
@@ -234,6 +320,8 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
             os.replace(entry, target)
     except zipfile.BadZipFile as e:
         raise DataError(f"{archive}: corrupt zip archive ({e})") from None
+    except OSError as e:  # a full disk, a read-only destination, a member that clashes with another
+        raise DataError(f"{archive}: cannot extract into {dest} ({e.strerror or e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -70,7 +70,24 @@ class Protocol:
             raise ConfigError(f"protocol {self.name}: params must be a list of dicts, one per image")
         if len(params) != hr.shape[0]:
             raise ConfigError(f"protocol {self.name}: {len(params)} params dicts for a batch of {hr.shape[0]}")
+        for i, p in enumerate(params):
+            _check_finite(p, f"protocol {self.name}: params[{i}]")
+            if "scale" in p and p["scale"] != self.scale:
+                where = f"protocol {self.name}: params[{i}]"
+                raise ConfigError(f"{where} is for x{p['scale']}, this protocol is x{self.scale}")
         return self.replay_fn(hr, list(params))
+
+
+def _check_finite(value, where: str) -> None:
+    """Replayed params come from a file that may have been edited: numbers must be finite (no NaN, no inf)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a finite number")
 
 
 def _downsample(x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +159,10 @@ def _motion_run(hr, generator):
 
 
 def _motion_replay(hr, params):
+    for p in params:  # the kernel's side grows with the length: a hand-edited 1e6 would ask for terabytes
+        length = _float(p, "length", "ood-motion")
+        if not 0 <= length <= 4 * MOTION_LENGTH[1]:
+            raise ConfigError(f"protocol ood-motion: length {length} is outside [0, {4 * MOTION_LENGTH[1]}]")
     blurred = torch.cat(
         [
             spatial.motion_blur(hr[i : i + 1], _float(p, "length", "ood-motion"), _float(p, "angle", "ood-motion"))

@@ -1,4 +1,5 @@
-"""Real-ESRGAN's second-order degradation pipeline, batched and replayable (DESIGN §5.3).
+"""Real-ESRGAN's second-order degradation pipeline (xinntao/Real-ESRGAN, the paper's training data), batched
+and replayable.
 
 ``RealESRGANDegradation(config)(hr, generator) -> (lr, params)``:
 
@@ -28,6 +29,7 @@ import torch
 
 from savl.degrade import ops
 from savl.degrade.kernels import (
+    KERNEL_TYPES,
     KernelConfig,
     _choice,
     _uniform,
@@ -48,7 +50,7 @@ def _second_stage_kernels() -> KernelConfig:
 
 @dataclass
 class RealESRGANConfig:
-    """Real-ESRGAN's degradation settings; the defaults are DESIGN §5.3's table. Noise sigmas are in /255."""
+    """Real-ESRGAN's degradation settings; the defaults are its x4plus training options. Noise sigmas are in /255."""
 
     scale: int = 4
     kernel1: KernelConfig = field(default_factory=KernelConfig)
@@ -133,7 +135,7 @@ class RealESRGANConfig:
 
 
 class RealESRGANDegradation:
-    """Real-ESRGAN's second-order degradation (DESIGN §5.3) on batches (B, 3, H, W) in [0, 1], any device."""
+    """Real-ESRGAN's second-order degradation on batches (B, 3, H, W) in [0, 1], any device."""
 
     def __init__(self, config: RealESRGANConfig | None = None) -> None:
         self.config = config if config is not None else RealESRGANConfig()
@@ -245,6 +247,7 @@ class RealESRGANDegradation:
             missing = [k for k in _RECORD_KEYS if k not in p]
             if missing:
                 raise ConfigError(f"degradation record {i} lacks the fields {missing}")
+            check_record(p, f"degradation record {i}")
             key = repr((p["usm"], p["antialias"], p["resize1"], p["resize2"], p["final"]["order"], p["final"]["mode"]))
             groups.setdefault(key, []).append(i)
         if len(groups) == 1:
@@ -327,8 +330,101 @@ class RealESRGANDegradation:
         return (out.clamp(0, 1) * 255).round() / 255
 
 
+# Bounds of a replayed record: generous around what the sampler draws (kernels of 7-21 taps padded to 21,
+# resize scales 0.15-1.5, noise sigma 1-30, JPEG 30-95, USM radius 50), tight enough that a hand-edited or
+# hostile record cannot ask for gigabytes (a blur of 100001 taps, a x1000 resize, a USM radius of 1e6).
+MAX_KERNEL_SIZE = 63
+RESIZE_SCALE_RANGE = (1 / 64, 4.0)
+MAX_USM_RADIUS = 255
+
+
+def _number(where: str, value, lo: float, hi: float, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}: must be {kind}, got {value!r}")
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ConfigError(f"{where}: {value!r} is outside [{lo:g}, {hi:g}]")
+    return value
+
+
+def _one_of(where: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _check_kernel(where: str, k, allow_none: bool = False) -> None:
+    if k is None and allow_none:
+        return
+    if not isinstance(k, dict):
+        raise ConfigError(f"{where}: expected a kernel record, got {type(k).__name__}")
+    _one_of(f"{where}.type", k.get("type"), (*KERNEL_TYPES, "gaussian", "sinc", "pulse"))
+    size = _number(f"{where}.size", k.get("size"), 1, MAX_KERNEL_SIZE, integer=True)
+    if int(size) % 2 == 0:
+        raise ConfigError(f"{where}.size: kernels have an odd size, got {size}")
+    if k.get("pad_to") is not None:
+        _number(f"{where}.pad_to", k["pad_to"], 1, MAX_KERNEL_SIZE, integer=True)
+    if k["type"] == "sinc":
+        _number(f"{where}.cutoff", k.get("cutoff"), 1e-3, math.pi)
+    elif k["type"] != "pulse":
+        for key in ("sigma_x", "sigma_y"):
+            _number(f"{where}.{key}", k.get(key), 1e-3, 100.0)
+        _number(f"{where}.theta", k.get("theta"), -2 * math.pi, 2 * math.pi)
+        if k["type"].startswith(("generalized", "plateau")):
+            _number(f"{where}.beta", k.get("beta"), 1e-3, 100.0)
+
+
+def _check_resize(where: str, r) -> None:
+    if not isinstance(r, dict):
+        raise ConfigError(f"{where}: expected a resize record, got {type(r).__name__}")
+    _one_of(f"{where}.kind", r.get("kind"), ("up", "down", "keep"))
+    _number(f"{where}.scale", r.get("scale"), *RESIZE_SCALE_RANGE)
+    _one_of(f"{where}.mode", r.get("mode"), ops.RESIZE_MODES)
+
+
+def _check_noise(where: str, n) -> None:
+    if not isinstance(n, dict):
+        raise ConfigError(f"{where}: expected a noise record, got {type(n).__name__}")
+    _one_of(f"{where}.kind", n.get("kind"), ("gaussian", "poisson"))
+    if n["kind"] == "gaussian":
+        _number(f"{where}.sigma", n.get("sigma"), 0.0, 255.0)
+    else:
+        _number(f"{where}.scale", n.get("scale"), 0.0, 100.0)
+    _one_of(f"{where}.gray", n.get("gray"), (True, False))
+    _number(f"{where}.seed", n.get("seed"), 0, 2**63 - 1, integer=True)
+
+
+def check_record(p: dict, where: str = "degradation record") -> None:
+    """Refuse a replayed record whose values lie outside the bounds above (one line naming the field).
+
+    The sampler's own draws always pass; this guards `apply` against records edited by hand or by an attacker,
+    before anything is allocated.
+    """
+    usm = p.get("usm")
+    if usm is not None:
+        if not isinstance(usm, dict):
+            raise ConfigError(f"{where}.usm: expected null or a record, got {type(usm).__name__}")
+        _number(f"{where}.usm.weight", usm.get("weight"), 0.0, 10.0)
+        _number(f"{where}.usm.threshold", usm.get("threshold"), 0.0, 255.0)
+        _number(f"{where}.usm.radius", usm.get("radius"), 1, MAX_USM_RADIUS, integer=True)
+    _one_of(f"{where}.antialias", p.get("antialias"), (True, False))
+    _check_kernel(f"{where}.blur1", p.get("blur1"))
+    _check_kernel(f"{where}.blur2", p.get("blur2"), allow_none=True)
+    for key in ("resize1", "resize2"):
+        _check_resize(f"{where}.{key}", p.get(key))
+    for key in ("noise1", "noise2"):
+        _check_noise(f"{where}.{key}", p.get(key))
+    _number(f"{where}.jpeg1", p.get("jpeg1"), 1.0, 100.0)
+    final = p.get("final")
+    if not isinstance(final, dict):
+        raise ConfigError(f"{where}.final: expected a record, got {type(final).__name__}")
+    _one_of(f"{where}.final.order", final.get("order"), FINAL_ORDERS)
+    _one_of(f"{where}.final.mode", final.get("mode"), ops.RESIZE_MODES)
+    _check_kernel(f"{where}.final.sinc", final.get("sinc"))
+    _number(f"{where}.final.jpeg", final.get("jpeg"), 1.0, 100.0)
+
+
 class DegradationPool:
-    """Real-ESRGAN's training pool: LR/GT pairs are shuffled across batches (DESIGN §5.3).
+    """Real-ESRGAN's training pool: LR/GT pairs are shuffled across batches (its `queue_size`).
 
     The first ``size / batch`` calls fill the pool and return their input; afterwards each call shuffles the
     pool, returns its first ``batch`` pairs and puts the incoming pairs in their place.

@@ -108,7 +108,9 @@ class GuidanceMaps:
         ]
         if tuple(maps[0].shape[-2:]) != tuple(size):
             maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
-        return cls(*(reflect_pad_to(m, multiple) for m in maps), valid=(int(size[0]), int(size[1])))
+        # sym_int, not int: under torch.export's symbolic sizes int() would fix the traced size into the graph
+        valid = (torch.sym_int(size[0]), torch.sym_int(size[1]))
+        return cls(*(reflect_pad_to(m, multiple) for m in maps), valid=valid)
 
 
 class DSCA(nn.Module):

@@ -99,16 +99,16 @@ def shifted_window_mask(
 
     After the roll, the last window row/column holds pixels that were not neighbours in the image; each axis is
     cut into [0, H-w), [H-w, H-shift), [H-shift, H) and pixels attend only within their region label.
-    Computed from the actual (padded) input size, so any size that is a multiple of the window works.
+    Computed from the actual (padded) input size, so any size that is a multiple of the window works. The labels
+    are computed from pixel coordinates (3 * row region + column region) rather than written slice by slice, so
+    the mask stays one graph of comparisons under torch.export's symbolic sizes (the ONNX export of savl.export).
     """
-    labels = torch.zeros(1, H, W, 1, device=device)
-    cuts_h = (slice(0, H - window), slice(H - window, H - shift), slice(H - shift, H))
-    cuts_w = (slice(0, W - window), slice(W - window, W - shift), slice(W - shift, W))
-    count = 0
-    for sh in cuts_h:
-        for sw in cuts_w:
-            labels[:, sh, sw, :] = count
-            count += 1
+
+    def region(n: int) -> torch.Tensor:  # 0, 1, 2 for the three cuts of an axis of length n
+        i = torch.arange(n, device=device)
+        return (i >= n - window).long() + (i >= n - shift).long()
+
+    labels = (3 * region(H)[:, None] + region(W)[None, :]).float()[None, :, :, None]  # (1, H, W, 1)
     win = window_partition(labels, window).squeeze(-1)  # (nW, N)
     diff = win[:, None, :] - win[:, :, None]
     return torch.where(diff != 0, SHIFT_MASK_VALUE, 0.0).to(torch.float32)

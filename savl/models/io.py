@@ -9,6 +9,10 @@ savl version). `load_model(path)` rebuilds the architecture from the JSON and lo
 The architectures `load_model` knows are listed in one table, `savl.models.registry.ARCHITECTURES`;
 `register_architecture(name, builder, config_cls)` adds one at run time (a test's or a user's own model). A
 model that is saved must carry its dataclass config as `model.config`.
+
+A model file is read as untrusted input: the JSON config is checked field by field against bounds
+(`savl.models.validate`) before anything is built, and weights that are not finite (NaN, inf) are refused.
+The weights and their JSON are written together (both or neither).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import torch
 from torch import nn
 
 from savl import __version__
-from savl.errors import ModelFileError
-from savl.provenance import atomic_write
+from savl.errors import ImageError, ModelFileError, SavlError
+from savl.models.validate import check_config
 
 # Architectures added at run time by `register_architecture`; the built-in ones live in savl.models.registry.
 _ADDED: dict[str, tuple[Callable, type]] = {}
@@ -56,7 +60,9 @@ def architecture_name(model: nn.Module) -> str:
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write `path` (.safetensors) and its JSON sidecar atomically. Returns the weights path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from savl.io import write_group
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -69,9 +75,19 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
     }
     # safetensors refuses shared storage; contiguous clones keep the file self-contained.
     state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    files = {path: save(state, metadata={"format": "pt"}), path.with_suffix(".json"): _json_bytes(meta)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_group(files)
+    except OSError as e:
+        raise ModelFileError(f"{path.parent}: cannot write the model here ({e.strerror or e})") from None
+    except ImageError as e:  # savl.io's writer names image files; this one is a model
+        raise ModelFileError(str(e)) from None
     return path
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
 def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -98,7 +114,11 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ModelFileError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__})") from None
     else:
         raise ModelFileError(f"{path}: unsupported model file type {path.suffix!r} (use .safetensors or .pth)")
-    return strip_wrappers(state, path)
+    state = strip_wrappers(state, path)
+    for key, tensor in state.items():  # a diverged training's weights: refuse them rather than output NaN
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: {key} holds NaN or infinite values; the model is broken")
+    return state
 
 
 def strip_wrappers(state, path: Path | str = "<state>") -> dict[str, torch.Tensor]:
@@ -165,13 +185,21 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+#: A model's JSON config is a few kilobytes; anything much larger is not one.
+MAX_SIDECAR_BYTES = 1 << 20
+
+
 def _read_sidecar(path: Path) -> dict:
     try:
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise ModelFileError(f"{path}: {path.stat().st_size} bytes is too large for a model config")
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ModelFileError(f"{path}: unreadable model config ({type(e).__name__})") from None
     if not isinstance(meta, dict) or "architecture" not in meta or "config" not in meta:
         raise ModelFileError(f"{path}: not a savl model config (needs 'architecture' and 'config')")
+    if not isinstance(meta["architecture"], str):
+        raise ModelFileError(f"{path}: 'architecture' must be a name, got {type(meta['architecture']).__name__}")
     return meta
 
 
@@ -190,11 +218,15 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         known = ", ".join(sorted(architectures)) or "none"
         raise ModelFileError(f"{sidecar}: unknown architecture {arch!r} (known: {known})")
     builder, config_cls = architectures[arch]
+    check_config(config_cls, meta["config"], str(sidecar))  # bounds first: nothing is allocated yet
     try:
         config = _build_config(config_cls, meta["config"])
-    except TypeError as e:
-        raise ModelFileError(f"{sidecar}: config does not fit {arch} ({e})") from None
-    model = builder(config)
+        model = builder(config)
+    except SavlError as e:
+        raise ModelFileError(f"{sidecar}: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"{sidecar}: config does not fit {arch} ({first})") from None
     load_weights(model, path)
     return model.to(map_location).eval()
 

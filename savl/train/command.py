@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     except SavlError as e:
         print(f"savl: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # as `savl` itself: the machine's answer in one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"savl: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("savl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

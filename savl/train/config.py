@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from savl.errors import ConfigError
 
@@ -61,6 +62,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "val_count": 1,
     },
 }
+
+
+#: A run name is one folder under `output`: no separators, no '.' or '..', not hidden.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class _Strict(BaseModel):
@@ -165,7 +170,7 @@ class DebugConfig(_Strict):
 class TrainConfig(_Strict):
     """One training run (one stage)."""
 
-    name: str | None = None  # run folder name under `output` (default: <stage>-<profile>-<hash8>)
+    name: str | None = None  # run folder name under `output` (default: <stage>-<profile>-<hash8>); one component
     profile: Profile = "book"
     stage: Stage = "joint"
     data: DataConfig = DataConfig()
@@ -183,13 +188,25 @@ class TrainConfig(_Strict):
     checkpoint_every: int | None = Field(None, ge=1)  # None -> only at the end
     keep_last: int = Field(2, ge=1)
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # torch and numpy seeds: non-negative, 64-bit
     device: str = "cpu"  # cpu, cuda, cuda:1, auto
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads on CPU
     workers: int = Field(0, ge=0)  # DataLoader workers
     output: str = "runs"
     init_from: str | None = None  # a previous stage: a run folder or a config file (trained if missing)
     debug: DebugConfig = DebugConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        # The run folder is deleted and rewritten as a whole: its name must not reach outside `output`
+        # ('.', '..', 'a/b', '/abs') nor hide ('.x').
+        if name is not None and not RUN_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a run folder name (letters, digits, '.', '_', '-'; starting with a letter or "
+                "digit; at most 128 characters)"
+            )
+        return name
 
     @model_validator(mode="after")
     def _fill_profile(self) -> TrainConfig:

@@ -14,20 +14,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from savl.errors import ConfigError, SavlError
+from savl.errors import ConfigError, ModelFileError, SavlError
 from savl.train import checkpoint as ckpt
 from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, load_config, run_name
 from savl.train.data import BatchSource, _rank_seed, validation_set
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
-from savl.train.run import Run, find_run
+from savl.train.run import Run, RunLock, clear_run, find_run, looks_like_run, run_dir
 from savl.train.stages import Objective, build_models
 
 # Test hook (not a config key, so it never enters a config hash): after writing the checkpoint of this step,
@@ -62,11 +61,11 @@ def get_or_train(config, root: str | Path | None = None, overrides=()) -> Run:
     found = find_run(cfg)
     if found is not None:
         return found
-    run_dir = Path(cfg.output) / run_name(cfg)
-    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
-    if resume and (run_dir / "config.yaml").is_file():
+    folder = run_dir(cfg)
+    resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step_*"))
+    if resume and (folder / "config.yaml").is_file():
         try:
-            if config_hash(load_config(run_dir / "config.yaml")) != config_hash(cfg):
+            if config_hash(load_config(folder / "config.yaml")) != config_hash(cfg):
                 resume = False
         except ConfigError:
             resume = False
@@ -99,7 +98,7 @@ class _Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo):
         self.cfg, self.info, self.dev = cfg, info, info.device
         self.hash = config_hash(cfg)
-        self.run_dir = Path(cfg.output) / run_name(cfg)
+        self.run_dir = run_dir(cfg)  # checks that the name is one folder under cfg.output
         self.ckpt_root = self.run_dir / "checkpoints"
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -113,12 +112,21 @@ class _Trainer:
                     f"{self.run_dir / 'config.yaml'}: the run was started with a different config; "
                     "only schedule.iterations may change on --resume"
                 )
+            trained, total = int(latest.name.split("_")[1]), self.cfg.schedule.iterations
+            if trained > total:
+                # Its weights have seen `trained` steps: finishing it as a `total`-step run would be a lie.
+                raise ConfigError(
+                    f"{self.run_dir}: has trained {trained} steps already; --resume with schedule.iterations "
+                    f"{total} cannot shorten it (give at least {trained}, or start a run under another name)"
+                )
             return latest
         if latest is not None and not fresh:
             raise ConfigError(f"{self.run_dir}: holds checkpoints; pass --resume to continue or choose another name")
+        if fresh and self.run_dir.exists() and not looks_like_run(self.run_dir):
+            raise ConfigError(f"{self.run_dir}: is not a savl run, so it is never deleted; choose another name")
         self.info.barrier()
         if self.info.main and self.run_dir.exists() and fresh:
-            shutil.rmtree(self.run_dir)
+            clear_run(self.run_dir)
         self.info.barrier()
         return None
 
@@ -233,6 +241,12 @@ class _Trainer:
         from savl.models.io import load_weights
 
         state = ckpt.load_state(path)
+        needed = ["step", "world", "optimiser"]
+        needed += ["optimiser_club"] * (self.opt_club is not None) + ["optimiser_d"] * (self.opt_d is not None)
+        needed += ["ema_n_averaged"] * (self.ema is not None)
+        missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ModelFileError(f"{path / 'state.pt'}: not a checkpoint of this run (no {', '.join(missing)})")
         if state["world"] != self.info.world:
             raise ConfigError(f"{path}: written by {state['world']} processes, resumed with {self.info.world}")
         for name, model in self._weights().items():
@@ -245,12 +259,30 @@ class _Trainer:
         if self.ema is not None:
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
         rank = ckpt.load_state(path, f"rank{self.info.rank}.pt")
+        if not isinstance(rank, dict) or "rng" not in rank or "data" not in rank:
+            raise ModelFileError(f"{path / f'rank{self.info.rank}.pt'}: not a checkpoint of this run (no rng, data)")
         ckpt.restore_rng(rank["rng"], {"noise": self.noise})
         self.source.load_state(rank["data"], state["step"])
         return int(state["step"])
 
     # ------------------------------------------------------------------------------------------ running
     def run(self, resume: bool, fresh: bool) -> Run:
+        """Train under the run folder's lock (rank 0 holds it; every rank stops if it cannot be had)."""
+        lock, refused = None, None
+        if self.info.main:
+            try:
+                lock = RunLock(self.run_dir).acquire()
+            except ConfigError as e:
+                refused = e
+        if self.info.broadcast_flag(refused is not None):
+            raise refused or ConfigError(f"{self.run_dir}: in use by another training (see rank 0)")
+        try:
+            return self._run(resume, fresh)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self, resume: bool, fresh: bool) -> Run:
         cfg, info = self.cfg, self.info
         if cfg.threads and self.dev.type == "cpu":
             torch.set_num_threads(cfg.threads)
@@ -259,6 +291,9 @@ class _Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         latest = self._prepare_dir(resume, fresh)
+        if info.main:
+            # Not finished until this training says so: a stale done.json must not vouch for new weights.
+            (self.run_dir / "done.json").unlink(missing_ok=True)
         self._build()
         self.source = BatchSource(cfg, info.rank, info.world, self.dev)
         start = self._restore(latest) if latest is not None else 0
