@@ -328,8 +328,18 @@ def _wall_time(run) -> float | None:
     return total
 
 
+def _hardware(env: dict) -> dict:
+    """Where the run trained, from its env.json (the packaging machine's CPU model where env.json has none)."""
+    from savl.provenance import cpu_model
+
+    keys = ("device", "device_name", "threads", "world_size", "torch", "python", "platform")
+    out = {k: env[k] for k in keys if k in env}
+    out.setdefault("cpu_model", env.get("cpu_model") or cpu_model())
+    return out
+
+
 def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: str | None = None,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", note: str = "") -> dict:
     """Copy the run's shipped artefact into the zoo, score it on the held-out split, write its card."""
     from savl.data.split import describe as split_record
     from savl.models.io import load_model
@@ -369,12 +379,16 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
         "config_hash": config_hash(cfg),
         "config": cfg.to_dict(),
         "iterations": cfg.schedule.iterations,
-        "commit": env.get("git_commit") or git_commit(),
-        "hardware": env.get("hardware") or machine_info(),
+        "commit": env.get("commit") or git_commit(),
+        "commit_dirty": env.get("dirty"),
+        "training_started": env.get("started"),
+        "hardware": _hardware(env) if env else machine_info(),
         "training_wall_time_s": _wall_time(run),
         "data_split": split_record(),
         "held_out_metrics": held_out,
         "packaged": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "packaged_at_commit": git_commit(),
+        "note": note,
         "files": {rel: sha256(folder / rel) for rel in files},
     }
     atomic_write_text(folder / "card.json", json.dumps(card, indent=1, sort_keys=False) + "\n")
@@ -414,10 +428,15 @@ def card_markdown(card: dict) -> str:
         + (f", overrides {card['overrides']}" if card["overrides"] else "")
         + f"; hash {card['config_hash'][:12]})",
         f"- trained at commit {card['commit']} on {hw.get('cpu_model', 'unknown CPU')} "
-        f"({hw.get('torch_threads', '?')} threads), {card['iterations']} iterations, "
-        f"wall time {_fmt(card.get('training_wall_time_s'))} s",
+        f"({hw.get('threads', hw.get('torch_threads', '?'))} threads, {hw.get('device', 'cpu')}), "
+        f"{card['iterations']} iterations, wall time {_fmt(card.get('training_wall_time_s'))} s",
         f"- data: trains on split {card['data_split']['name']} train = {', '.join(card['data_split']['train'])}; "
         f"held out = {', '.join(card['data_split']['held_out'])}",
+        "",
+    ]
+    if card.get("note"):
+        lines += [f"- note: {card['note']}"]
+    lines += [
         "",
         "## Held-out metrics",
         "",
