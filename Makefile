@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
+# The Jupyter kernel of this project's environment; every chapter's kernelspec names it.
+KERNEL := savl-book
 
-.PHONY: venv test lint book browser-test reproduce clean-book clean bench models test-torch-floor
+.PHONY: venv test lint book lab browser-test reproduce clean-book clean bench models test-torch-floor
 
 venv: $(STAMP)
 
@@ -16,7 +18,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) -r requirements.txt
 	$(PIP) --no-deps -e .
 	$(BIN)/pip check
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (savl-book)" >/dev/null
 	@touch $@
 
 lint: $(STAMP)
@@ -30,6 +32,11 @@ book: $(STAMP)
 	@# A headless MPLBACKEND (e.g. Agg) would reach the kernels and leave every figure out of the book.
 	env -u MPLBACKEND PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "Open $(CURDIR)/_build/html/index.html"
+
+# The chapters in JupyterLab, opened at the book's folder, with the project's kernel (see book/intro.md).
+lab: $(STAMP)
+	env -u MPLBACKEND PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --notebook-dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/book --MappingKernelManager.default_kernel_name=$(KERNEL)
 
 # The rendered book as a reader sees it, in headless Chromium (needs `make book` first and Debian's chromium).
 browser-test: $(STAMP)

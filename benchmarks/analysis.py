@@ -2,7 +2,7 @@
 
     python benchmarks/analysis.py [--encoder book|smoke] [--threads 1 2] [--out DIR]
 
-Goal (DESIGN §3): each protocol under a minute on 2 CPU cores. The encoder is randomly initialised
+Goal (book appendix, profiles): each protocol under a minute on 2 CPU cores. The encoder is randomly initialised
 (seeded): run time does not depend on training, and the accuracies it records are those of an
 untrained encoder, reported only as a sanity figure (not as a result). Writes ``analysis_cpu.json``
 (timings, sizes, machine) and ``analysis_cpu.md`` under ``--out`` (default benchmarks/results),

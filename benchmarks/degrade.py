@@ -1,4 +1,5 @@
-"""Benchmark: the Real-ESRGAN pipeline (DESIGN §5.3) batched versus a per-sample loop of the same records.
+"""Benchmark: the Real-ESRGAN pipeline batched versus a per-sample loop of the same records (settings: book
+appendix, Real-ESRGAN).
 
     python benchmarks/degrade.py [--batch 32] [--size 256] [--repeats 5] [--device cpu|cuda|all] [--threads N]
                                  [--tag SUFFIX] [--out DIR]

@@ -1,5 +1,5 @@
-"""Benchmark: training-step speed and peak memory of every stage (DESIGN §5.1, §6), and the projected wall
-time of the paper's schedule.
+"""Benchmark: training-step speed and peak memory of every stage (the paper's schedule, §4.1 and A.4), and
+the projected wall time of the paper's schedule.
 
     python benchmarks/train_step.py [--profile book] [--device cpu|cuda] [--steps 6] [--warmup 2] [--out DIR]
     python benchmarks/train_step.py --profile paper --device cuda --precision bf16 --compile   (on a GPU)

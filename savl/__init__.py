@@ -6,7 +6,7 @@ from savl.errors import SavlError  # noqa: E402
 
 
 def __getattr__(name):
-    # Lazy so that `import savl` stays cheap; `savl.imresize(...)` is the public spelling (DESIGN §2).
+    # Lazy so that `import savl` stays cheap; `savl.imresize(...)` is the public spelling (docs/architecture.md).
     if name == "imresize":
         from savl.imresize import imresize
 

@@ -1,8 +1,15 @@
-"""Small helpers every chapter shares: environment banner and seeding, device and profile checks (DESIGN §3, §4).
+"""Small helpers every chapter shares: environment banner and seeding, device and profile checks, and where
+the project's folders are.
 
-The first code cell of a chapter calls :func:`print_environment`; its ``parameters`` cell is checked with
-:func:`check_profile` and :func:`resolve_device`, and sizes that scale with the profile come from
-:func:`by_profile`.
+Every chapter opens with the same three cells (the introduction explains them once): an import of these
+helpers, the ``parameters`` cell that papermill overrides, and a cell that checks the injected values with
+:func:`check_profile` and :func:`resolve_device`, seeds and prints the environment with
+:func:`print_environment`, and picks the sizes that scale with the profile with :func:`by_profile`.
+
+Paths are resolved from the repository root, never from the working directory, so a chapter runs the same
+from ``book/`` (the book build, JupyterLab) and from the root (``papermill book/NN.ipynb ...``):
+:func:`repo_root`, :func:`runs_dir` (cached training runs; ``SAVL_RUNS`` overrides it), :func:`models_dir`
+(the model zoo; ``SAVL_MODELS`` overrides it) and :func:`results_dir` (committed results with provenance).
 """
 
 from __future__ import annotations
@@ -20,10 +27,43 @@ import savl
 from savl import provenance
 from savl.errors import ConfigError
 
-#: The run profiles of DESIGN §3, cheapest first.
+#: The run profiles, cheapest first: ``smoke`` (tests, seconds per chapter), ``book`` (the rendered book, minutes
+#: per chapter on two CPU cores) and ``paper`` (the paper's sizes and schedules, GPUs); see the book's appendix.
 PROFILES: tuple[str, ...] = ("smoke", "book", "paper")
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_root() -> Path:
+    """The root of the checkout this package was imported from (where ``configs/``, ``book/`` and ``runs/`` are)."""
+    return _REPO_ROOT
+
+
+def _from_env(variable: str, default: str) -> Path:
+    # one rule for every folder: an environment variable wins; a relative path is taken from the root
+    value = os.environ.get(variable, "").strip()
+    path = Path(value).expanduser() if value else Path(default)
+    return path if path.is_absolute() else _REPO_ROOT / path
+
+
+def runs_dir() -> Path:
+    """Where cached training runs live: ``$SAVL_RUNS`` if set (relative to the root), else ``<root>/runs``."""
+    return _from_env("SAVL_RUNS", "runs")
+
+
+def models_dir() -> Path:
+    """The model zoo folder: ``$SAVL_MODELS`` if set (relative to the root), else ``<root>/models``."""
+    return _from_env("SAVL_MODELS", "models")
+
+
+def results_dir() -> Path:
+    """Committed results of full-size runs, each JSON file with its provenance: ``<root>/results``."""
+    return _REPO_ROOT / "results"
+
+
+def configs_dir(profile: str | None = None) -> Path:
+    """``<root>/configs``, or the folder of one profile's configurations (checked with :func:`check_profile`)."""
+    return _REPO_ROOT / "configs" if profile is None else _REPO_ROOT / "configs" / check_profile(profile)
 
 
 def check_profile(profile: str) -> str:
@@ -106,7 +146,7 @@ def environment(seed: int, device: str | torch.device = "cpu") -> dict[str, str 
 
 
 def print_environment(seed: int = 0, device: str | torch.device = "cpu") -> dict[str, str | int]:
-    """Seed everything with ``seed``, print the environment (DESIGN §4 conventions) and return it."""
+    """Seed everything with ``seed``, print the environment (versions, commit, device, seed) and return it."""
     seed_everything(seed)
     info = environment(seed, device)
     width = max(len(k) for k in info)

@@ -1,4 +1,4 @@
-"""MATLAB-compatible bicubic resize: the content operator D of the paper (§3.1; DESIGN §5.4).
+"""MATLAB-compatible bicubic resize: the content operator D of the paper (§3.1; book appendix, metrics).
 
 Written by hand because no maintained Python package reproduces MATLAB's ``imresize(..., 'bicubic')``:
 torch's ``interpolate(antialias=True)`` and Pillow renormalise the kernel at the borders instead of
@@ -92,7 +92,7 @@ def imresize(
 
     Give either ``scale`` (a float, or (scale_h, scale_w)) or ``size`` ((H, W)). The output is float,
     not clamped (bicubic overshoots). float64 input is computed in float64, other floats in float32
-    and returned in the input dtype. DESIGN §5.4; the content operator D of §3.1.
+    and returned in the input dtype (book appendix, metrics); the content operator D of §3.1.
     """
     if (scale is None) == (size is None):
         raise ValueError("imresize: give exactly one of scale or size")

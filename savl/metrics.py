@@ -1,4 +1,4 @@
-"""Full-reference image metrics with the conventions SR papers report (DESIGN §5.4, BasicSR).
+"""Full-reference image metrics with the conventions SR papers report (book appendix, metrics, BasicSR).
 
 Protocol, in this order:
 1. round to 8 bits (`round(clamp(x, 0, 1) * 255)`), the precision of the PNGs that are scored;
@@ -63,7 +63,7 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 
 
 def rgb_to_y(x255: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB levels in [0, 255] -> (B, 1, H, W) Y in [16, 235], not rounded (DESIGN §5.4)."""
+    """(B, 3, H, W) RGB levels in [0, 255] -> (B, 1, H, W) Y in [16, 235], not rounded (book appendix, metrics)."""
     w = torch.tensor(_Y_WEIGHTS, dtype=x255.dtype, device=x255.device).view(1, 3, 1, 1)
     return _Y_OFFSET + (x255 * w).sum(1, keepdim=True) / 255.0
 
@@ -82,7 +82,7 @@ def _prepare(sr, hr, crop_border: int, y_channel: bool) -> tuple[torch.Tensor, t
 
 # ------------------------------------------------------------------------------------------------ PSNR
 def psnr(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, y_channel: bool = True) -> torch.Tensor:
-    """Per-image PSNR in dB (DESIGN §5.4): `sr`, `hr` float (B, 3, H, W) in [0, 1] -> Tensor[B].
+    """Per-image PSNR in dB (book appendix, metrics): `sr`, `hr` float (B, 3, H, W) in [0, 1] -> Tensor[B].
 
     8-bit rounding, then `crop_border` pixels off every side, then Y (when `y_channel`), then
     10 log10(255^2 / MSE) with the MSE over channels and pixels of each image. Identical images -> inf.
@@ -103,7 +103,7 @@ def _gaussian_window(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, y_channel: bool = True) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004, BasicSR convention, DESIGN §5.4) -> Tensor[B].
+    """Per-image SSIM (Wang et al. 2004, BasicSR convention, book appendix, metrics) -> Tensor[B].
 
     Same preparation as `psnr`; local statistics by a valid (unpadded) 11x11 Gaussian-window convolution,
     population (not sample) variances, the map averaged per channel, channels averaged.

@@ -1,4 +1,4 @@
-"""Figure helpers the book chapters share (DESIGN §2, §4): tensors to displayable arrays, image and kernel grids.
+"""Figure helpers the book chapters share: tensors to displayable arrays, image and kernel grids.
 
 Everything here only draws; it computes nothing the chapters quote. Images are (3, H, W), (1, 3, H, W) or
 (H, W, 3) float tensors/arrays in [0, 1]; 2-D arrays (kernels, maps) are drawn with a colour map.

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from savl.book import models_dir, runs_dir
 from savl.errors import ConfigError, ModelFileError
 from savl.provenance import atomic_write_text, git_commit, machine_info
 
@@ -44,19 +45,18 @@ HELD_OUT_SEED = 2026
 
 
 def zoo_root(root: str | os.PathLike | None = None) -> Path:
-    """The zoo folder: `root`, else $SAVL_MODELS, else models/ at the repository root."""
+    """The zoo folder: `root`, else `savl.book.models_dir()` ($SAVL_MODELS, or models/ at the repository root;
+    the same rule as the chapters)."""
     if root is not None:
         return Path(root)
-    env = os.environ.get("SAVL_MODELS")
-    return Path(env) if env else REPO_ROOT / "models"
+    return models_dir()
 
 
 def runs_root(runs: str | os.PathLike | None = None) -> Path:
-    """Where `build` trains: `runs`, else $SAVL_RUNS/zoo, else runs/zoo at the repository root."""
+    """Where `build` trains: `runs`, else `savl.book.runs_dir()` / "zoo" ($SAVL_RUNS or runs/ at the root)."""
     if runs is not None:
         return Path(runs)
-    env = os.environ.get("SAVL_RUNS")
-    return (Path(env) if env else REPO_ROOT / "runs") / "zoo"
+    return runs_dir() / "zoo"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the book's chapters headlessly, in book order, with papermill (DESIGN §1, §4); `make reproduce`.
+# Run the book's chapters headlessly, in book order, with papermill; `make reproduce`.
 #
 #   scripts/reproduce.sh                          # every chapter, -p profile paper -p device cuda, into runs/paper/
 #   scripts/reproduce.sh --profile smoke --device cpu --out runs/smoke 02_elbo_mi
@@ -10,7 +10,7 @@
 # chapter with a .done file is skipped when the script is started again (a long GPU session can be
 # resumed); --force runs it anyway. The first failing chapter stops the script with a message naming the
 # chapter, papermill's exit status (1: a cell raised; 138: the kernel died) and where its notebook is.
-# Chapter 11 (this machinery itself) is not part of the run.
+# The at-scale chapter (11_at_scale: this machinery itself) is not part of the run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,7 +54,7 @@ if [ -z "$PAPERMILL" ]; then
 fi
 
 if [ ${#CHAPTERS[@]} -eq 0 ]; then
-  # book order is file-name order (NN_name); chapter 11 documents this script and is left out
+  # book order is file-name order (NN_name); 11_at_scale documents this script and is left out
   for nb in "$ROOT"/book/[0-9][0-9]_*.ipynb; do
     name="$(basename "$nb" .ipynb)"
     [ "$name" = 11_at_scale ] || CHAPTERS+=("$name")
@@ -80,7 +80,7 @@ for name in "${CHAPTERS[@]}"; do
   fi
   cmd=("$PAPERMILL" "$ROOT/book/$name.ipynb" "$OUT/$name.ipynb"
     -p profile "$PROFILE" -p device "$DEVICE"
-    -k python3 --cwd "$ROOT/book" --log-output --request-save-on-cell-execute --no-progress-bar)
+    -k savl-book --cwd "$ROOT/book" --log-output --request-save-on-cell-execute --no-progress-bar)
   if [ "$DRY_RUN" = 1 ]; then
     printf '%q ' "${cmd[@]}"
     echo

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Example Slurm job array: the ablations of chapter 9 (configs/ablations/*.yaml), one array task per
-# config, each a DDP run over the GPUs of one node with `torchrun` (DESIGN §1). From the repository root:
+# config, each a DDP run over the GPUs of one node with `torchrun`. From the repository root:
 #
 #   mkdir -p runs/slurm && sbatch --array=0-3 scripts/slurm_array.sh          # paper size
 #   PROFILE=book sbatch --array=0-3 scripts/slurm_array.sh                    # a quick check first

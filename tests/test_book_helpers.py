@@ -1,4 +1,4 @@
-"""savl.book: profile and device checks, seeding and the environment banner (DESIGN §3, §4)."""
+"""savl.book: profile and device checks, seeding, the environment banner and the project's folders."""
 
 import random
 import subprocess
@@ -13,10 +13,15 @@ from savl.book import (
     PROFILES,
     by_profile,
     check_profile,
+    configs_dir,
     environment,
     git_commit,
+    models_dir,
     print_environment,
+    repo_root,
     resolve_device,
+    results_dir,
+    runs_dir,
     seed_everything,
 )
 from savl.errors import ConfigError, SavlError
@@ -112,3 +117,25 @@ def test_print_environment_prints_and_seeds(capsys):
         line = next(ln for ln in out.splitlines() if ln.split(":")[0].strip() == key)
         assert line.split(":", 1)[1].strip() == str(info[key])
     assert environment(7, "cpu")["commit"] == info["commit"]
+
+
+def test_folders_resolve_from_the_repository_root_whatever_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAVL_RUNS", raising=False)
+    monkeypatch.delenv("SAVL_MODELS", raising=False)
+    monkeypatch.chdir(tmp_path)  # a chapter may run from book/ or from the root; neither may matter
+    assert repo_root() == REPO and (REPO / "pyproject.toml").is_file()
+    assert runs_dir() == REPO / "runs" and models_dir() == REPO / "models"
+    assert results_dir() == REPO / "results"
+    assert configs_dir() == REPO / "configs" and configs_dir("book") == REPO / "configs" / "book"
+    with pytest.raises(ConfigError):
+        configs_dir("Book")
+
+
+def test_environment_variables_move_runs_and_models_relative_to_the_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAVL_RUNS", "elsewhere/runs")
+    monkeypatch.setenv("SAVL_MODELS", str(tmp_path / "zoo"))
+    assert runs_dir() == REPO / "elsewhere" / "runs"  # relative: from the root, not from the cwd
+    assert models_dir() == tmp_path / "zoo"
+    monkeypatch.setenv("SAVL_RUNS", "  ")  # blank counts as unset
+    assert runs_dir() == REPO / "runs"

@@ -1,4 +1,4 @@
-"""The CLUB estimator (trained savl.losses.CLUB) on correlated Gaussians with known MI (DESIGN §5.6)."""
+"""The CLUB estimator (trained savl.losses.CLUB) on correlated Gaussians with known MI (Cheng et al., 2020)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Batched degradation ops (DESIGN §5.3) against scipy / numpy / Pillow references."""
+"""Batched degradation ops (book appendix, Real-ESRGAN) against scipy / numpy / Pillow references."""
 
 import io
 

@@ -1,4 +1,4 @@
-"""U-Net discriminator with spectral norm (savl/models/discriminator.py, DESIGN §5.3)."""
+"""U-Net discriminator with spectral norm (savl/models/discriminator.py; Real-ESRGAN §4.2)."""
 
 import pytest
 import torch

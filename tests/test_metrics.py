@@ -1,4 +1,5 @@
-"""savl.metrics against independent references: scikit-image, closed forms, hand-computed values (DESIGN §5.4)."""
+"""savl.metrics against independent references: scikit-image, closed forms, hand-computed values (the
+conventions: book appendix, metrics)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""MINE against the analytic mutual information of correlated Gaussians (DESIGN §5.6)."""
+"""MINE against the analytic mutual information of correlated Gaussians (paper §4.2)."""
 
 import math
 

@@ -1,4 +1,6 @@
-"""Book chapters: stored clean, parametrised, listed in the TOC, and runnable in the smoke profile (DESIGN §4).
+"""Book chapters: stored clean, parametrised, listed in the TOC, shaped alike (prerequisites, reading time,
+summary, exercises with hints, further reading), with code that fits the rendered column, and runnable in
+the smoke profile; the reference appendix agrees with the library's defaults.
 
 New chapters are picked up automatically: every check is parametrised over ``book/*.ipynb``.
 """
@@ -18,6 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 BOOK = REPO / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 IDS = [nb.name for nb in NOTEBOOKS]
+#: The project's Jupyter kernel (`make venv` installs it); every chapter names it in its kernelspec.
+KERNEL = "savl-book"
+#: Longest code line that fits the book's main column (tests/book_browser checks the rendered page).
+MAX_CODE_LINE = 88
 
 # {glue:text}`key` or {glue:text}`key:.3f` (also {glue}`key`, {glue:md}`key`, ...) in markdown cells.
 GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::([^`]*))?`")
@@ -83,7 +89,38 @@ def test_notebook_is_stored_without_outputs(path):
     nbformat.validate(nb)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; clear them before committing"
-    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    assert kernel == KERNEL, f"{path.name}: kernelspec is {kernel!r}; it must be the project's kernel {KERNEL!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_code_lines_fit_the_column(path):
+    long = [
+        f"cell {cell.get('id', i)}: {len(line)} characters"
+        for i, cell in enumerate(_code_cells(_read(path)))
+        for line in cell.source.splitlines()
+        if len(line) > MAX_CODE_LINE
+    ]
+    assert not long, f"{path.name}: code lines longer than {MAX_CODE_LINE} characters: {long}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_chapter_has_the_common_anatomy(path):
+    nb = _read(path)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    top = nb.cells[0].source
+    assert nb.cells[0].cell_type == "markdown" and top.startswith("# "), f"{path.name}: no title cell"
+    for marker in ("**Prerequisites.**", "**Reading time:**", "**What you will learn**"):
+        assert marker in top, f"{path.name}: the first cell lacks {marker}"
+    for heading in ("## Summary", "## Exercises", "## Further reading"):
+        assert re.search(rf"^{re.escape(heading)}\s*$", text, re.M), f"{path.name}: no '{heading}' section"
+    # hints or solutions to the exercises, collapsed (sphinx-togglebutton's dropdown class)
+    assert re.search(r"^:class: dropdown\s*$", text, re.M), f"{path.name}: exercises have no collapsed hints"
+    # the three opening cells (imports, parameters, checks) follow each other with no prose between them:
+    # the introduction explains them once
+    params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    assert nb.cells[params + 1].cell_type == "code", f"{path.name}: prose between the parameters and the checks"
+    assert nb.cells[params - 1].cell_type == "code", f"{path.name}: prose between the imports and the parameters"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -135,6 +172,8 @@ def test_book_config_guards_against_the_known_traps():
     sphinx = cfg["sphinx"]
     # a raising notebook must fail the (-W) build; math must render offline
     assert sphinx["config"]["nb_execution_raise_on_error"] is True
+    # text/markdown outputs (the chapters' tables) parsed as MyST: CommonMark, the default, has no tables
+    assert sphinx["config"]["nb_render_markdown_format"] == "myst"
     assert "sphinx-mathjax-offline" in sphinx["extra_extensions"]
     assert cfg["only_build_toc_files"] is True
     assert cfg["bibtex_bibfiles"] == ["book/references.bib"] and (REPO / "book/references.bib").is_file()
@@ -163,7 +202,7 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path):
             str(path),
             str(out),
             parameters={"profile": "smoke"},
-            kernel_name="python3",
+            kernel_name=KERNEL,
             cwd=str(BOOK),
             progress_bar=False,
             log_output=False,
@@ -199,3 +238,29 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path):
                 float(glued[key])
             except ValueError:
                 pytest.fail(f"{path.name}: glue {key!r} is {glued[key]!r}; glue a Python float or int")
+
+
+def test_reference_appendix_agrees_with_the_library_defaults():
+    """Rows of the appendix's tables that name a field (`field` | `default`) hold that field's default."""
+    from savl.degrade.realesrgan import RealESRGANConfig
+    from savl.evaluate import EvalProtocol
+
+    text = (BOOK / "appendix_reference.md").read_text()
+    objects = {"RealESRGANConfig": RealESRGANConfig(), "EvalProtocol": EvalProtocol()}
+    checked = 0
+    for section, obj in objects.items():
+        # the first table after the class is named: from its header row to the blank line after it
+        start = text.index("\n|", text.index(f"`{section}`"))
+        block = text[start : text.index("\n\n", start)]
+        for row in block.strip().splitlines()[2:]:  # below the header and the |---| row
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            fields = re.findall(r"`([\w.]+)`", cells[-2])
+            values = re.findall(r"`([^`]+)`", cells[-1])
+            assert len(fields) == len(values), row
+            for name, value in zip(fields, values):
+                actual = obj
+                for part in name.split("."):
+                    actual = getattr(actual, part)
+                assert actual == ast.literal_eval(value), f"appendix says {name} = {value}, the code {actual!r}"
+                checked += 1
+    assert checked >= 25, checked

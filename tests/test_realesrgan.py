@@ -1,4 +1,5 @@
-"""Real-ESRGAN second-order pipeline (DESIGN §5.3): sampling statistics, exact replay, an end-to-end reference."""
+"""Real-ESRGAN second-order pipeline (book appendix, Real-ESRGAN): sampling statistics, exact replay, an
+end-to-end reference."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""DDP (DESIGN §6): torchrun with two gloo processes on CPU trains a smoke stage; the world-size check."""
+"""DDP: torchrun with two gloo processes on CPU trains a smoke stage; the world-size check."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Exact resume (DESIGN §6): a run killed with SIGKILL right after its step-10 checkpoint and resumed to 20
+"""Exact resume: a run killed with SIGKILL right after its step-10 checkpoint and resumed to 20
 steps ends bit-identical to 20 uninterrupted steps (weights, logged losses), pool and RNG streams included."""
 
 import os

@@ -6,12 +6,15 @@ no websockets package, no Selenium, no Playwright. The book is served by a local
 127.0.0.1, and every request a page makes is recorded from the protocol's ``Network`` events; any
 request whose address is not that server (other than ``data:``/``blob:``/``about:``) counts as an
 attempted network request. ``--host-resolver-rules`` additionally maps every other host name to
-"not found", so an offline check stays offline even when a request does slip out (DESIGN §6).
+"not found", so an offline check stays offline even when a request does slip out.
 
 For each page the report says: how many math elements Sphinx emitted and how many MathJax rendered
 (``mjx-container``), MathJax error boxes (``mjx-merror``), raw TeX left in the visible text (``$$``,
-``\\begin{``, ``\\(``), images that did not decode (``naturalWidth == 0``), failed local requests and
-attempted external ones; optionally a PNG screenshot.
+``\\begin{``, ``\\(``), raw Markdown tables left in the text (a ``| --- |`` separator row outside code),
+content wider than the main column (an element that scrolls or clips sideways, or sticks out of the
+column: long code lines, wide equations, wide tables), images that did not decode (``naturalWidth == 0``),
+images drawn so small that their labels cannot be read (see :data:`MIN_LABEL_PT`), failed local requests
+and attempted external ones; optionally a PNG screenshot.
 
     python tools/browser_check.py _build/html book/intro.html book/02_elbo_mi.html --screenshots build/screenshots
 
@@ -39,7 +42,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-#: DESIGN §6 flags, plus what an offline, reproducible check needs.
+#: Headless, sandbox-free (CI containers), no background traffic, and every host but the local one unresolvable.
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -57,6 +60,13 @@ CHROMIUM_FLAGS = (
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     "--remote-debugging-pipe",
 )
+
+#: Legibility of figures: the smallest label a figure is assumed to carry (matplotlib's legends at
+#: ``fontsize=8``), and the smallest height in CSS pixels at which it still reads on the page.
+MIN_LABEL_PT = 8
+MIN_LABEL_PX = 7.0
+#: Resolution assumed for an image whose file records none (one pixel per point).
+DEFAULT_DPI = 72.0
 
 LOCAL_SCHEMES = ("data:", "blob:", "about:", "chrome:", "devtools:")
 
@@ -83,6 +93,50 @@ _MEASURE_JS = r"""
     const i = text.indexOf(token);
     if (i >= 0) raw.push(text.slice(Math.max(0, i - 40), i + 40).replace(/\s+/g, " "));
   }
+  // a Markdown table that was not rendered leaves its separator row (| --- | --- |) in the text; Sphinx's
+  // smart quotes turn "---" into an em dash (and "--" into an en dash), so those count as well
+  const rawTables = [];
+  const dash = "(?:-{3,}|[\u2013\u2014]-*)";
+  const sep = new RegExp(`\\|[ \\t]*:?${dash}:?[ \\t]*(\\|[ \\t]*:?${dash}:?[ \\t]*)*\\|?`, "g");
+  for (const m of text.matchAll(sep)) {
+    rawTables.push(text.slice(Math.max(0, m.index - 60), m.index + 40).replace(/\s+/g, " "));
+  }
+  // the main column: what is wider than it is either clipped or needs sideways scrolling
+  const col = document.querySelector("article.bd-article") || document.querySelector("main")
+      || document.body;
+  const colRect = col.getBoundingClientRect();
+  const describe = el => {
+    const cls = (typeof el.className === "string" && el.className) ? "." + el.className.trim().split(/\s+/)[0] : "";
+    const what = (el.textContent || el.getAttribute("src") || "").replace(/\s+/g, " ").trim().slice(0, 60);
+    return `${el.tagName.toLowerCase()}${cls}`
+        + ` (${Math.round(el.scrollWidth)} px content in ${Math.round(el.clientWidth)} px): ${what}`;
+  };
+  // MathJax keeps an invisible MathML copy of each formula for screen readers; it would count in the
+  // scroll width of the formula's box, so it is taken out of the layout while measuring
+  const hideMml = document.createElement("style");
+  hideMml.textContent = "mjx-assistive-mml { display: none !important; }";
+  document.head.appendChild(hideMml);
+  const wide = [];
+  const flagged = [];  // report the outermost offender only, not each of its descendants
+  const slack = 4;  // px: italic overhang and sub-pixel rounding are not overflow
+  if (col.scrollWidth > col.clientWidth + slack) wide.push("main column " + describe(col));
+  for (const el of col.querySelectorAll("*")) {
+    // inside a formula only the formula's own box counts (MathJax's stretchy glyphs clip on purpose)
+    if (el.parentElement && el.parentElement.closest("mjx-container")) continue;
+    if (flagged.some(f => f.contains(el))) continue;
+    const rect = el.getBoundingClientRect();
+    if (rect.width === 0 && rect.height === 0) continue;  // not displayed (e.g. a collapsed block)
+    const style = getComputedStyle(el);
+    const clips = style.overflowX !== "visible" && style.display !== "inline";
+    if (clips && el.scrollWidth > el.clientWidth + slack) {
+      wide.push(describe(el));
+      flagged.push(el);
+    } else if (rect.right > colRect.right + slack) {
+      wide.push(`${describe(el)} (sticks out ${Math.round(rect.right - colRect.right)} px)`);
+      flagged.push(el);
+    }
+  }
+  hideMml.remove();
   const mathSources = Array.from(document.querySelectorAll(".math"));
   return {
     title: document.title,
@@ -93,8 +147,12 @@ _MEASURE_JS = r"""
     mjx_errors: Array.from(document.querySelectorAll("mjx-merror"))
         .map(el => (el.getAttribute("data-mjx-error") || el.textContent || "").slice(0, 120)),
     raw_tex: raw,
+    raw_tables: rawTables,
+    too_wide: wide,
+    column_width: Math.round(col.clientWidth),
     images: imgs.map(img => ({src: img.currentSrc || img.src, complete: img.complete,
-                              width: img.naturalWidth, height: img.naturalHeight})),
+                              width: img.naturalWidth, height: img.naturalHeight,
+                              shown_width: img.getBoundingClientRect().width})),
   };
 })()
 """
@@ -112,6 +170,9 @@ class PageReport:
     mjx_containers: int = 0
     mjx_errors: list[str] = field(default_factory=list)
     raw_tex: list[str] = field(default_factory=list)
+    raw_tables: list[str] = field(default_factory=list)
+    too_wide: list[str] = field(default_factory=list)
+    column_width: int = 0
     images: list[dict] = field(default_factory=list)
     external_requests: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
@@ -122,6 +183,20 @@ class PageReport:
         return [i["src"] for i in self.images if not i["complete"] or i["width"] == 0]
 
     @property
+    def small_images(self) -> list[str]:
+        """Images drawn so small that a label of :data:`MIN_LABEL_PT` would be under :data:`MIN_LABEL_PX`.
+
+        ``px_per_pt`` (filled in by :func:`check_pages` from the file's resolution) is how many CSS pixels
+        one typographic point of the figure takes on the page: shown width / natural width x dpi / 72.
+        """
+        return [
+            f"{i['src']} ({i['shown_width']:.0f} of {i['width']} px shown at {i['dpi']:.0f} dpi: a {MIN_LABEL_PT} pt "
+            f"label is {MIN_LABEL_PT * i['px_per_pt']:.1f} px high)"
+            for i in self.images
+            if i.get("px_per_pt") is not None and MIN_LABEL_PT * i["px_per_pt"] < MIN_LABEL_PX
+        ]
+
+    @property
     def problems(self) -> list[str]:
         out: list[str] = []
         if self.math_elements and self.mathjax == "absent":
@@ -130,7 +205,10 @@ class PageReport:
             out.append(f"{self.math_unrendered} of {self.math_elements} math elements not rendered by MathJax")
         out += [f"MathJax error: {e}" for e in self.mjx_errors]
         out += [f"raw TeX in the text: ...{t}..." for t in self.raw_tex]
+        out += [f"raw Markdown table in the text: ...{t}..." for t in self.raw_tables]
+        out += [f"wider than the column ({self.column_width} px): {w}" for w in self.too_wide]
         out += [f"image did not load: {s}" for s in self.broken_images]
+        out += [f"image too small to read its labels: {s}" for s in self.small_images]
         out += [f"external request attempted: {u}" for u in self.external_requests]
         out += [f"local request failed: {u}" for u in self.failed_requests]
         return out
@@ -389,8 +467,28 @@ def check_pages(
     reports: dict[str, PageReport] = {}
     with serve(html_root) as origin, Chromium(chromium) as browser:
         for page in pages:
-            reports[page] = browser.visit(origin + page, origin, screenshots.get(page))
+            reports[page] = rep = browser.visit(origin + page, origin, screenshots.get(page))
+            for img in rep.images:
+                _add_scale(img, Path(html_root), origin)
     return reports
+
+
+def _add_scale(img: dict, html_root: Path, origin: str) -> None:
+    """Add ``dpi`` and ``px_per_pt`` to an image record that was drawn on the page (a local raster file)."""
+    src = img["src"]
+    if not src.startswith(origin) or not img.get("width") or not img.get("shown_width"):
+        return  # not shown (collapsed, broken) or not ours: nothing to measure
+    path = html_root / src[len(origin) :].split("?")[0].split("#")[0]
+    dpi = DEFAULT_DPI
+    try:
+        from PIL import Image  # optional: without Pillow every image counts as 72 dpi
+
+        with Image.open(path) as im:
+            dpi = float((im.info.get("dpi") or (DEFAULT_DPI,))[0]) or DEFAULT_DPI
+    except (ImportError, OSError, ValueError):
+        pass
+    img["dpi"] = dpi
+    img["px_per_pt"] = img["shown_width"] / img["width"] * dpi / 72.0
 
 
 def main(argv: list[str] | None = None) -> int:

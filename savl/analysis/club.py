@@ -1,4 +1,4 @@
-"""CLUB estimator: a contrastive log-ratio upper bound on I(x; y) (Cheng et al., 2020; DESIGN §5.6).
+"""CLUB estimator: a contrastive log-ratio upper bound on I(x; y) (Cheng et al., 2020; the paper's ablation, §4.4).
 
 Trains the same ``savl.losses.CLUB`` module that the ``deterministic_club`` SAVL variant uses, so the
 ablation and this analysis share one implementation. With x fixed, "alternation" reduces to fitting

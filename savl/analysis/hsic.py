@@ -1,4 +1,4 @@
-"""HSIC: the Hilbert–Schmidt independence criterion and its gamma-approximation test (DESIGN §5.6).
+"""HSIC: the Hilbert–Schmidt independence criterion and its gamma-approximation test (paper §4.2).
 
 Written by hand because no maintained package we depend on ships HSIC. Conventions (Gretton et al.,
 2005 and 2008):

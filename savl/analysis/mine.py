@@ -1,4 +1,4 @@
-"""MINE: mutual information neural estimation (Belghazi et al., 2018; DESIGN §5.6).
+"""MINE: mutual information neural estimation (Belghazi et al., 2018; paper §4.2).
 
 Written by hand (no maintained package). The Donsker–Varadhan bound
 
@@ -89,7 +89,7 @@ def mine(
     eval_shuffles: int = 8,
     device: str | torch.device | None = None,
 ) -> MineResult:
-    """Estimate I(x; y) in nats from paired samples ``x`` (n, dx), ``y`` (n, dy) (DESIGN §5.6).
+    """Estimate I(x; y) in nats from paired samples ``x`` (n, dx), ``y`` (n, dy) (paper §4.2).
 
     Columns are standardised first. Runs on ``device`` (default: the device of ``x`` when it is a
     tensor, else CPU) with its own seeded generator; the global RNG state is left untouched.

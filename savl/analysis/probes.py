@@ -1,4 +1,4 @@
-"""Linear probes and clustering accuracy (Table 1 probes, Table 5 clustering; DESIGN §5.1).
+"""Linear probes and clustering accuracy (paper §4.2: Table 1 probes, Table 5 clustering).
 
 Both delegate the learning to scikit-learn (logistic regression, k-means) and the matching of
 clusters to labels to scipy's Hungarian solver; only the bookkeeping is written here.

@@ -1,4 +1,4 @@
-"""Data: embedded sample photos, dataset classes, the public-dataset catalog and safe downloads (DESIGN §2).
+"""Data: embedded sample photos, dataset classes, the public-dataset catalog and safe downloads.
 
 Names resolve lazily so that `import savl.data` (e.g. for `savl data list`) stays cheap.
 """

@@ -1,4 +1,5 @@
-"""The embedded default photographs (DESIGN §5.8): colour images bundled inside installed packages.
+"""The embedded default photographs: colour images bundled inside installed packages (their sources and
+licences are listed in book/intro.md and LICENSE).
 
 No network is ever touched. scikit-image ships a few images inside its wheel and fetches the rest with
 `pooch` on first use; only the bundled ones are listed here. Checked offline (empty `SKIMAGE_DATADIR`,

@@ -1,4 +1,4 @@
-"""Batched, device-agnostic degradation operators (DESIGN §5.3, §6).
+"""Batched, device-agnostic degradation operators (book appendix, Real-ESRGAN; README).
 
 Every op takes ``x`` of shape (B, C, H, W), float, on any device, and returns a tensor on the same device.
 Per-sample parameters are tensors of shape (B,) (a Python number is broadcast). Random ops take either one
@@ -229,7 +229,7 @@ def poisson_levels(img: torch.Tensor) -> torch.Tensor:
 
 
 def add_poisson_noise(x: torch.Tensor, scale, gray, generator: Generators = None) -> torch.Tensor:
-    """Real-ESRGAN's Poisson (shot) noise (DESIGN §5.3): ``x + scale_b * (Poisson(q vals) / vals - q)``.
+    """Real-ESRGAN's Poisson (shot) noise (book appendix, Real-ESRGAN): ``x + scale_b * (Poisson(q vals) / vals - q)``.
 
     ``q`` is the image rounded to 8 bits (the luma image where ``gray_b``; its noise then goes to every
     channel) and ``vals`` the power of two above its number of distinct values. Not clamped.
@@ -291,7 +291,7 @@ def opencv_gaussian_1d(ksize: int, sigma: float = 0.0) -> torch.Tensor:
 
 
 def usm_sharpen(x: torch.Tensor, weight: float = 0.5, threshold: float = 10, radius: int = 50) -> torch.Tensor:
-    """Real-ESRGAN's unsharp masking of the GT (DESIGN §5.3).
+    """Real-ESRGAN's unsharp masking of the GT (book appendix, Real-ESRGAN).
 
     ``residual = x - G*x`` with G a Gaussian of size ``radius`` (+1 if even, so 51) and OpenCV's default sigma;
     the sharpened ``clamp(x + weight * residual)`` is blended in through a soft mask, the Gaussian-blurred

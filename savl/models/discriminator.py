@@ -1,4 +1,4 @@
-"""The U-Net discriminator with spectral normalisation used in the GAN stage (DESIGN §5.3, Real-ESRGAN §4.2).
+"""The U-Net discriminator with spectral normalisation used in the GAN stage (Real-ESRGAN §4.2).
 
 Layout (written from the Real-ESRGAN paper's description): conv0 (no norm) -> three stride-2 4x4 convs
 (C -> 2C -> 4C -> 8C) -> three 3x3 convs after bilinear x2 upsampling (8C -> 4C -> 2C -> C), each added to the

@@ -1,4 +1,4 @@
-"""Training batches and the frozen validation set (DESIGN §5.3).
+"""Training batches and the frozen validation set (book appendix, Real-ESRGAN).
 
 The batch of step t on rank r is a pure function of (seed, t, r): global item positions
 g = (t * world + r) * per_rank + i walk through seeded per-epoch permutations of the dataset, and the

@@ -1,4 +1,4 @@
-"""Process-group set-up for `torchrun` (DESIGN §6): gloo on CPU, NCCL on GPU, rank-0 side effects only.
+"""Process-group set-up for `torchrun`: gloo on CPU, NCCL on GPU, rank-0 side effects only.
 
 Launched without torchrun (no WORLD_SIZE in the environment) everything degrades to a single process.
 """

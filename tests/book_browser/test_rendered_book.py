@@ -1,6 +1,8 @@
-"""The built book as a reader sees it, in headless Chromium (DESIGN §4, §6): math is typeset by MathJax
-with no raw TeX left, every image decodes, no page tries to reach the network, and screenshots of the
-intro, the derivations chapter and the representation chapter land in build/screenshots/ for CI.
+"""The built book as a reader sees it, in headless Chromium: math is typeset by MathJax with no raw TeX
+left, every table is a table, nothing is wider than the main column (code, equations, tables), every
+figure is drawn large enough to read, every image decodes, no page tries to reach the network, and
+screenshots of the intro, the derivations chapter and the representation chapter land in
+build/screenshots/ for CI.
 
 Needs `make book` first and the Debian `chromium` package; runs only with SAVL_BROWSER_TEST=1 (see
 conftest.py). SAVL_BOOK_ROOT points at another checkout whose `_toc.yml` and `_build/html` to test.
@@ -63,6 +65,7 @@ def fault_reports(tmp_path_factory):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(site / "good.png")
     (site / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    Image.fromarray(rng.integers(0, 256, (100, 2000, 3), dtype=np.uint8)).save(site / "wide.png", dpi=(100, 100))
     pages = {
         "external.html": (
             '<link rel="stylesheet" href="https://fonts.example.net/a.css">'
@@ -75,9 +78,30 @@ def fault_reports(tmp_path_factory):
             '<span class="math">\\(x^2\\)</span>'
         ),
         "clean.html": '<p>Nothing to see.</p><img src="good.png">',
+        # what MyST-NB leaves when it renders a text/markdown output as CommonMark (no tables)
+        "table.html": (
+            "<main><p>| a | b |\n|---|---|\n| 1 | 2 |</p><pre>| code | may |\n|---|---|</pre>"
+            # the same after Sphinx's smart quotes, which turn --- into an em dash
+            "<p>| c | d |\n|\u2014|\u2014:|\n| 3 | 4 |</p></main>"
+        ),
+        # a code line that scrolls, an equation box that scrolls, a block that sticks out of the column
+        "wide.html": (
+            '<main style="width:600px">'
+            '<pre style="overflow-x:auto">x = 1  # ' + "a long comment " * 20 + "</pre>"
+            '<div class="math" style="overflow-x:auto"><span style="display:inline-block;width:1500px">E = mc^2</span>'
+            '</div><div style="width:900px">a table far too wide</div>'
+            '<pre style="overflow-x:auto">fits</pre></main>'
+        ),
+        # a 2000 px wide figure at 100 dpi squeezed into 400 px, and a small one at its natural size
+        "small_image.html": (
+            '<main style="width:400px"><img src="wide.png" style="max-width:100%"><img src="good.png"></main>'
+        ),
     }
     for name, body in pages.items():
-        (site / name).write_text(f"<!doctype html><html><head><title>{name}</title></head><body>{body}</body></html>")
+        (site / name).write_text(
+            f'<!doctype html><html><head><meta charset="utf-8"><title>{name}</title></head><body>{body}</body></html>',
+            encoding="utf-8",
+        )
     return check_pages(site, list(pages))
 
 
@@ -105,6 +129,34 @@ def test_checker_sees_raw_tex_but_not_tex_inside_code(fault_reports):
     assert all("code may say" not in t for t in rep.raw_tex)
     assert (rep.math_elements, rep.math_unrendered, rep.mathjax) == (1, 1, "absent")
     assert "1 math elements but MathJax did not load" in rep.problems
+
+
+def test_checker_sees_raw_markdown_tables_but_not_tables_in_code(fault_reports):
+    rep = fault_reports["table.html"]
+    assert len(rep.raw_tables) == 2, rep.raw_tables
+    assert "| a | b |" in rep.raw_tables[0] and "| c | d |" in rep.raw_tables[1], rep.raw_tables
+    assert any("raw Markdown table" in p for p in rep.problems)
+
+
+def test_checker_sees_content_wider_than_the_column(fault_reports):
+    rep = fault_reports["wide.html"]
+    assert rep.column_width == 600
+    # the column itself overflows (the block sticks out), then each of the three offenders once (not their
+    # descendants), and not the short <pre>
+    assert rep.too_wide[0].startswith("main column main (900 px content in 600 px)"), rep.too_wide
+    kinds = sorted(w.split(" ")[0] for w in rep.too_wide[1:])
+    assert kinds == ["div", "div.math", "pre"], rep.too_wide
+    assert any("sticks out 300 px" in w for w in rep.too_wide), rep.too_wide
+    assert not any(w.endswith(": fits") for w in rep.too_wide)
+
+
+def test_checker_sees_images_too_small_to_read(fault_reports):
+    rep = fault_reports["small_image.html"]
+    scale = {Path(i["src"]).name: i["px_per_pt"] for i in rep.images}
+    assert scale["wide.png"] == pytest.approx(400 / 2000 * 100 / 72, rel=1e-3)
+    assert scale["good.png"] == pytest.approx(1.0)  # no dpi recorded: one pixel per point
+    assert len(rep.small_images) == 1 and "wide.png" in rep.small_images[0]
+    assert sum("too small to read" in p for p in rep.problems) == 1
 
 
 def test_checker_passes_a_clean_page(fault_reports):
@@ -160,6 +212,24 @@ def test_every_image_loads(book_reports, page):
             with Image.open(path) as im:
                 im.load()
                 assert im.size == (img["width"], img["height"]), f"{page}: {rel} decodes to {im.size}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_tables_are_rendered_as_tables(book_reports, page):
+    rep = book_reports[page]
+    assert not rep.raw_tables, f"{page}: raw Markdown tables in the text: {rep.raw_tables}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_nothing_is_wider_than_the_column(book_reports, page):
+    rep = book_reports[page]
+    assert not rep.too_wide, f"{page}: wider than the {rep.column_width} px column: {rep.too_wide}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_figures_are_legible(book_reports, page):
+    rep = book_reports[page]
+    assert not rep.small_images, f"{page}: images too small to read: {rep.small_images}"
 
 
 @pytest.mark.parametrize("page", PAGES)
