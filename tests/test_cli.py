@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import save_tiny_x4
 
 from savl.cli import main
 from savl.io import read_image, write_image
@@ -82,32 +83,10 @@ def test_bad_params_and_protocol(tmp_path, photo, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
-class _TinyX4(torch.nn.Module):
-    architecture = "CliTinyX4"
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.scale = 4
-        self.conv = torch.nn.Conv2d(3, 48, 3, padding=1)
-        self.shuffle = torch.nn.PixelShuffle(4)
-
-    def forward(self, x):
-        return torch.sigmoid(self.shuffle(self.conv(x)))
 
 
 def _saved_tiny(tmp_path):
-    import dataclasses
-
-    from savl.models.io import register_architecture, save_model
-
-    @dataclasses.dataclass
-    class Cfg:
-        width: int = 48
-
-    register_architecture("CliTinyX4", _TinyX4, Cfg)
-    torch.manual_seed(0)
-    return save_model(_TinyX4(Cfg()), tmp_path / "tiny.safetensors")
+    return save_tiny_x4(tmp_path / "tiny.safetensors")
 
 
 def test_sr_keeps_gray_16bit_and_alpha(tmp_path):

@@ -2,13 +2,13 @@
 precision, a progress bar, per-file errors that do not stop a batch, other projects' .pth files (spandrel),
 and host memory flat in the image size."""
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_x4
 
 from savl.cli import autocast_dtype, main
 from savl.io import read_image, write_image
@@ -16,32 +16,11 @@ from savl.io import read_image, write_image
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class _TinyX4(torch.nn.Module):
-    architecture = "CliSrTinyX4"
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.scale = 4
-        self.conv = torch.nn.Conv2d(3, 48, 3, padding=1)
-        self.shuffle = torch.nn.PixelShuffle(4)
-
-    def forward(self, x):
-        return torch.sigmoid(self.shuffle(self.conv(x)))
-
-
-@dataclasses.dataclass
-class _Cfg:
-    width: int = 48
 
 
 @pytest.fixture
 def model(tmp_path):
-    from savl.models.io import register_architecture, save_model
-
-    register_architecture("CliSrTinyX4", _TinyX4, _Cfg)
-    torch.manual_seed(0)
-    return str(save_model(_TinyX4(_Cfg()), tmp_path / "tiny.safetensors"))
+    return str(save_tiny_x4(tmp_path / "tiny.safetensors"))
 
 
 def _smooth(h, w, seed=0):

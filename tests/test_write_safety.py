@@ -8,6 +8,7 @@ import stat
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_x4
 
 from savl.cli import main
 from savl.errors import ImageError
@@ -16,33 +17,11 @@ from savl.io import check_output_paths, read_image, write_group, write_image
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class _TinyX4(torch.nn.Module):
-    architecture = "WriteSafetyTinyX4"
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.scale = 4
-        self.conv = torch.nn.Conv2d(3, 48, 3, padding=1)
-        self.shuffle = torch.nn.PixelShuffle(4)
-
-    def forward(self, x):
-        return torch.sigmoid(self.shuffle(self.conv(x)))
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    import dataclasses
-
-    from savl.models.io import register_architecture, save_model
-
-    @dataclasses.dataclass
-    class Cfg:
-        width: int = 48
-
-    register_architecture(_TinyX4.architecture, _TinyX4, Cfg)
-    torch.manual_seed(0)
-    return save_model(_TinyX4(Cfg()), tmp_path / "models" / "tiny.safetensors")
+    return save_tiny_x4(tmp_path / "models" / "tiny.safetensors")
 
 
 @pytest.fixture
