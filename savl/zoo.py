@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -139,11 +138,10 @@ def weights_path(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a file (the hash a card lists for it)."""
+    from savl.data.download import sha256_file
+
+    return sha256_file(path)
 
 
 def read_card(name: str, root: str | os.PathLike | None = None) -> dict | None:
