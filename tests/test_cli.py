@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import save_tiny_x4
+from tiny_model import save_tiny_x4
 
 from savl.cli import main
 from savl.io import read_image, write_image

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import save_tiny_x4
+from tiny_model import save_tiny_x4
 
 from savl.cli import autocast_dtype, main
 from savl.io import read_image, write_image

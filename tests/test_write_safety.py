@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 import torch
-from conftest import save_tiny_x4
+from tiny_model import save_tiny_x4
 
 from savl.cli import main
 from savl.errors import ImageError
