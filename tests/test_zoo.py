@@ -195,3 +195,25 @@ def test_savl_sr_without_model_uses_the_zoo_default(trained_zoo, tmp_path):
                              env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "savl models train" in missing.stderr
     assert not (tmp_path / "o2.png").exists()
+
+
+def test_held_out_representation_metrics_follow_the_posterior():
+    """The representation card's numbers: L1 of the re-degraded crop with the code and with a zero code, and the
+    KL in nats per pixel, which a deterministic code has none of."""
+    import torch
+
+    from savl.models.decoder import Decoder, DecoderConfig
+    from savl.models.encoder import AmortizedEncoder, EncoderConfig
+    from savl.models.savl import SAVL
+
+    torch.manual_seed(0)
+    model = SAVL(AmortizedEncoder(EncoderConfig.smoke()), Decoder(DecoderConfig.smoke()), variant="savl")
+    out = zoo.held_out_representation_metrics(model, crops=2, size=32)
+    assert 0 <= out["rec_l1"] < 1 and 0 <= out["rec_l1_zero_code"] < 1 and out["kl_nats_per_pixel"] > 0
+    with torch.no_grad():  # a posterior pinned at the prior (mu = 0, log sigma^2 = 0) has zero KL
+        model.encoder.tail[-1].weight.zero_()
+        model.encoder.tail[-1].bias.zero_()
+    assert zoo.held_out_representation_metrics(model, crops=2, size=32)["kl_nats_per_pixel"] == 0
+    det = SAVL(AmortizedEncoder(EncoderConfig.smoke(), deterministic=True), Decoder(DecoderConfig.smoke()),
+               variant="deterministic")
+    assert "kl_nats_per_pixel" not in zoo.held_out_representation_metrics(det, crops=2, size=32)
