@@ -122,17 +122,23 @@ def cmd_data(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- sr, severity
-def _inputs(src: Path, dst: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
-    """(input, output) pairs for a file or a folder; a folder maps to a folder of the same stems."""
+def _folder_inputs(src: Path, dst: Path) -> list[Path]:
+    """The image files of folder `src`, after checking that the output `dst` can be a folder."""
     from savl.io import image_files
 
+    files = image_files(src)
+    if not files:
+        raise SavlError(f"{src}: no image files in this folder")
+    if dst.exists() and not dst.is_dir():
+        raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
+    return files
+
+
+def _inputs(src: Path, dst: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+    """(input, output) pairs for a file or a folder; a folder maps to a folder of the same stems."""
+
     if src.is_dir():
-        files = image_files(src)
-        if not files:
-            raise SavlError(f"{src}: no image files in this folder")
-        if dst.exists() and not dst.is_dir():
-            raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
-        return [(f, dst / (f.stem + suffix)) for f in files]
+        return [(f, dst / (f.stem + suffix)) for f in _folder_inputs(src, dst)]
     return [(src, dst / (src.stem + suffix) if dst.is_dir() else dst)]
 
 
@@ -204,19 +210,13 @@ def _sr_jobs(src: Path, dst: Path, suffix: str, ext: str) -> list[tuple[Path, Pa
     """(input, output, output named by the user) triples. A folder maps to a folder (created) of
     `<stem><suffix>.<ext>`; a single file goes to `dst` when that names an image file, else into the folder
     `dst`. Refuses an output that is an input, and two inputs that would write the same file."""
-    from savl.io import image_files
 
     def name(f: Path) -> str:
         e = f.suffix.lower() if ext == "auto" else "." + ext
         return f.stem + suffix + (e if e in _WRITABLE else ".png")
 
     if src.is_dir():
-        files = image_files(src)
-        if not files:
-            raise SavlError(f"{src}: no image files in this folder")
-        if dst.exists() and not dst.is_dir():
-            raise SavlError(f"{dst}: exists and is not a folder (the input is a folder)")
-        jobs = [(f, dst / name(f), False) for f in files]
+        jobs = [(f, dst / name(f), False) for f in _folder_inputs(src, dst)]
     elif dst.suffix.lower() in _WRITABLE and not dst.is_dir():
         jobs = [(src, dst, True)]
     else:
@@ -481,19 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # building the parser imports the training code (and torch): Ctrl-C there is an interruption too
+    from savl.cli_checks import run_reporting_errors
+
+    def parse_and_run(argv):
+        # inside the error handling: building the parser imports the training code (and torch), and Ctrl-C
+        # there is an interruption too
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except SavlError as e:
-        print(f"savl: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the machine's answer (a full disk, a folder that is a file, no permission): one line
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"savl: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("savl: interrupted", file=sys.stderr)
-        return 130
+
+    return run_reporting_errors(parse_and_run, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from savl.errors import ConfigError, ImageError, ModelFileError
+from savl.errors import ConfigError, ImageError, ModelFileError, SavlError
 
 if TYPE_CHECKING:
     import torch
@@ -93,3 +93,22 @@ def small_image_error(path, shape, error: Exception) -> ImageError | None:
         return None
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     return ImageError(f"{path}: {w}x{h} is too small for this model ({first})")
+
+
+def run_reporting_errors(func, args) -> int:
+    """`func(args)` as a command runs it: a SavlError or the machine's OSError (a full disk, a folder that is a
+    file, no permission) is one line on stderr and exit code 2; Ctrl-C is "interrupted" and 130."""
+    import sys
+
+    try:
+        return func(args)
+    except SavlError as e:
+        print(f"savl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"savl: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("savl: interrupted", file=sys.stderr)
+        return 130

@@ -13,7 +13,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from savl.errors import ConfigError, SavlError
+from savl.errors import ConfigError
 
 
 def packaged_configs() -> list[str]:
@@ -86,18 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] != "train":
         argv = ["train", *argv]
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SavlError as e:
-        print(f"savl: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # as `savl` itself: the machine's answer in one line
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"savl: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("savl: interrupted", file=sys.stderr)
-        return 130
+    from savl.cli_checks import run_reporting_errors
+
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":
