@@ -153,3 +153,21 @@ def print_environment(seed: int = 0, device: str | torch.device = "cpu") -> dict
     for key, value in info.items():
         print(f"{key:<{width}} : {value}")
     return info
+
+
+def markdown_table(header, rows, align: str | None = None, caption: str | None = None):
+    """A table for a chapter: `header` (column titles), `rows` (sequences of cells, formatted by the caller),
+    `align` one letter per column ("l", "r" or "c"; default all left), an optional caption below. Returned as
+    IPython's Markdown, which MyST-NB renders as a real table in the book and JupyterLab shows as one."""
+    from IPython.display import Markdown
+
+    align = align or "l" * len(header)
+    if len(align) != len(header) or set(align) - {"l", "r", "c"}:
+        raise ValueError(f"align {align!r} needs one of l/r/c per column ({len(header)})")
+    rule = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"row {list(row)!r} has {len(row)} cells, the header {len(header)}")
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return Markdown("\n".join(lines) + (f"\n\n{caption}" if caption else ""))

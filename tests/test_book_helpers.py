@@ -139,3 +139,14 @@ def test_environment_variables_move_runs_and_models_relative_to_the_root(tmp_pat
     assert models_dir() == tmp_path / "zoo"
     monkeypatch.setenv("SAVL_RUNS", "  ")  # blank counts as unset
     assert runs_dir() == REPO / "runs"
+
+
+def test_markdown_table_rows_alignment_and_caption():
+    from savl.book import markdown_table
+
+    t = markdown_table(["a", "b"], [["x", 1.5], ["y", 2]], align="lr", caption="note")
+    assert t.data == "| a | b |\n|---|---:|\n| x | 1.5 |\n| y | 2 |\n\nnote"
+    with pytest.raises(ValueError, match="2 cells"):
+        markdown_table(["a", "b", "c"], [["x", 1]])
+    with pytest.raises(ValueError, match="align"):
+        markdown_table(["a"], [], align="q")
