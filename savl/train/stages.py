@@ -97,14 +97,20 @@ class Objective(nn.Module):
             if savl is not None:
                 self.decoder = savl.decoder
 
-    def forward(self, lr: torch.Tensor, target: torch.Tensor, step: int, generator=None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, lr: torch.Tensor, target: torch.Tensor, step: int, generator=None, clean: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`target` is the SR loss target (USM-sharpened GT when `data.usm`); `clean` the GT the LR was made from
+        (None: `target`). SAVL's decoder re-degrades `clean`: p(y | x, r) models how y came from x, and y was
+        made from the unsharpened x."""
         lo = self.losses
+        x = target if clean is None else clean
         if self.stage == "representation":
-            out = self.savl_model(lr, target, step, generator)
+            out = self.savl_model(lr, x, step, generator)
             return _scalars(out) | {"loss": out["loss"]}
         if self.stage == "joint":
             # SAVL's ELBO on (LR, the GT the LR was made from); the SR net reads the same encoder's posterior.
-            out = self.savl_model(lr, target, step, generator)
+            out = self.savl_model(lr, x, step, generator)
             sr, _ = self.srnet.forward_with_posterior(lr)
             sr_term = _sr_loss(lo.sr, sr, target)
             terms = _scalars(out)
