@@ -47,7 +47,11 @@ def build_models(cfg) -> dict[str, nn.Module]:
     def make_savl(encoder):
         return SAVL(
             encoder,
-            Decoder(dataclasses.replace(DecoderConfig.profile(p), code_dim=enc_cfg.code_dim)),
+            Decoder(
+                dataclasses.replace(
+                    DecoderConfig.profile(p), code_dim=enc_cfg.code_dim, learned_scale=lo.rec == "laplace"
+                )
+            ),
             variant=m.variant,
             kl_schedule=KLSchedule(lo.beta_final, lo.anneal_steps),
             alpha=lo.alpha,
