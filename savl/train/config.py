@@ -81,7 +81,7 @@ class DataConfig(_Strict):
     layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
     gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
     scale: Literal[4] = 4
-    protocol: str = "realesrgan"  # a savl.degrade.protocols name; realesrgan: Real-ESRGAN's two-stage pipeline
+    protocol: str = "realesrgan"  # a savl.degrade.protocols name, or a+b: one of them per batch
     pool_size: int | None = Field(None, ge=0)  # 0: no pool; else a multiple of the per-rank batch
     usm: bool = True  # Real-ESRGAN sharpens the GT before degrading it and uses it as the loss target
     max_side: int | None = Field(None, ge=16)  # shrink sample photos first (cheap book runs)

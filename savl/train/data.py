@@ -61,8 +61,24 @@ def _images(cfg, names=None):
     return sample_images(names, max_side=cfg.data.max_side)
 
 
+class _Mixture:
+    """`data.protocol: a+b+c`: each batch is degraded by one of the named protocols, drawn uniformly from the
+    run's degradation generator (so a resumed run draws the same sequence). No USM target (target = GT)."""
+
+    def __init__(self, names: list[str]):
+        from savl.degrade.protocols import get_protocol
+
+        self.protocols = [get_protocol(n) for n in names]
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator):
+        i = int(torch.randint(len(self.protocols), (1,), generator=generator, device=generator.device))
+        return self.protocols[i](hr, generator)
+
+
 def _degradation(cfg):
-    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config) or a named protocol."""
+    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config), a named protocol, or a mixture (a+b)."""
+    if "+" in cfg.data.protocol:
+        return _Mixture(cfg.data.protocol.split("+"))
     if cfg.data.protocol == "realesrgan":
         from savl.degrade.realesrgan import RealESRGANConfig, RealESRGANDegradation
 
