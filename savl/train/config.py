@@ -382,7 +382,8 @@ _HASH_EXCLUDED = {
 
 def init_config(cfg: TrainConfig) -> TrainConfig | None:
     """The previous stage's config when `init_from` names a YAML file; it inherits our profile, device,
-    precision, thread count and output root (so `--set profile=paper --set device=cuda` moves the whole chain)."""
+    precision, seed, thread count and output root (so `--set profile=paper --set device=cuda` or `--set seed=2`
+    moves the whole chain)."""
     if not cfg.init_from:
         return None
     p = Path(cfg.init_from)
@@ -392,6 +393,7 @@ def init_config(cfg: TrainConfig) -> TrainConfig | None:
             f"output={cfg.output}",
             f"device={cfg.device}",
             f"precision={cfg.precision}",
+            f"seed={cfg.seed}",
         ]
         if cfg.threads is not None:
             inherited.append(f"threads={cfg.threads}")
