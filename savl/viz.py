@@ -174,7 +174,13 @@ def spread_plot(
     if ax is None:
         _, ax = plt.subplots(figsize=(max(3.2, 1.1 * len(order) + 1.6), 3.2))
     if kind == "box":
-        sns.boxplot(data=frame, x=group, y=value, hue=hue, order=order, ax=ax, fill=False, showfliers=False, width=0.5)
+        import warnings
+
+        with warnings.catch_warnings():  # seaborn 0.13 still passes matplotlib 3.11's deprecated `vert`
+            warnings.filterwarnings("ignore", message=".*vert: bool.*")
+            sns.boxplot(
+                data=frame, x=group, y=value, hue=hue, order=order, ax=ax, fill=False, showfliers=False, width=0.5
+            )
     sns.stripplot(data=frame, x=group, y=value, hue=hue, order=order, ax=ax, dodge=hue is not None, size=5,
                   jitter=0.15, alpha=0.8, legend=hue is not None and kind == "strip")
     means = frame.groupby(group, sort=False)[value].mean()
