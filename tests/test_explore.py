@@ -422,3 +422,17 @@ def test_swap_view_matches_each_models_own_swap(savl_models):
     assert ex.panels == 4 and ex.values()["source"] == "coffee"
     fig = ex.view(kind="noise", strength=0.2)
     assert [a.get_title().split("\n")[0] for a in fig.axes[2:]] == ["SAVL", "deterministic"]
+
+
+def test_posterior_of_an_sr_network_comes_from_its_encoder(small_net, small_lr):
+    from savl.explore.representation import posterior_maps, swap_explorer
+    from savl.models.srnet import DARHAGNet, SRNetConfig
+
+    maps = posterior_maps(small_net, small_lr)
+    with torch.no_grad():
+        v = small_net.encoder(small_lr).variance.mean(1)[0].numpy()
+    np.testing.assert_allclose(maps["variance"], v, rtol=1e-5)
+    with pytest.raises(ConfigError, match="no encoder"):
+        posterior_maps(DARHAGNet(SRNetConfig.smoke().replace(channel_guidance=False, spatial_guidance=False)), small_lr)
+    with pytest.raises(ConfigError, match="not: net"):
+        swap_explorer({"net": small_net}, photos=["astronaut"])

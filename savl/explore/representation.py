@@ -104,12 +104,25 @@ def principal_colours(mean: torch.Tensor) -> np.ndarray:
     return scaled.reshape(h, w, 3).numpy()
 
 
+def _encoder_of(model):
+    """What maps an LR image to a posterior: ``model`` itself when it has ``.encode`` (SAVL) or is an encoder,
+    else the ``.encoder`` of an SR network (savl.models.srnet.DARHAGNet); plain HAT has none."""
+    if hasattr(model, "encode"):
+        return model
+    if hasattr(model, "encoder"):
+        if model.encoder is None:
+            raise ConfigError(f"{type(model).__name__} has no encoder (plain HAT), so no posterior to show")
+        return model.encoder
+    return model
+
+
 def posterior_maps(model, lr: torch.Tensor) -> dict:
     """The encoder's answer for one LR image (1, 3, h, w): ``severity`` (Eq. 15, (h, w)), ``variance`` (the
     channel-mean sigma^2, (h, w); zeros for a deterministic code), ``mean_rgb`` (:func:`principal_colours`),
     ``kl_per_pixel`` (Eq. 7 divided by the pixel count, nats) and ``deterministic``."""
-    with inference(model) as encode:
-        post = encode(lr.to(encoder_device(model)))
+    encoder = _encoder_of(model)
+    with inference(encoder) as encode:
+        post = encode(lr.to(encoder_device(encoder)))
     h, w = post.mean.shape[-2:]
     return {
         "severity": post.severity()[0, 0].float().cpu().numpy(),
@@ -250,6 +263,9 @@ def swap_explorer(
     models = dict(models)
     if not models:
         raise ConfigError("swap_explorer needs at least one model")
+    no_swap = [name for name, m in models.items() if not callable(getattr(m, "swap", None))]
+    if no_swap:
+        raise ConfigError(f"swap needs models with .swap (SAVL and its variants); not: {', '.join(no_swap)}")
     return Explorer(
         title="Swap: content of one photo, degradation code of another",
         controls={
