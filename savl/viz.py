@@ -195,14 +195,14 @@ def spread_plot(
                 ref = float(reference[name])
                 ax.hlines(ref, i - 0.42, i + 0.42, color="C3", ls="--", lw=1.5, zorder=6,
                           label=reference_label if first else None)
-                ax.annotate(f"{ref:g}", (i + 0.44, ref), fontsize=7, color="C3", va="center")
+                ax.annotate(f"{ref:g}", (i + 0.44, ref), fontsize=8, color="C3", va="center")
                 first = False
     elif reference is not None:
         ax.axhline(float(reference), color="C3", ls="--", lw=1.5, label=f"{reference_label}: {float(reference):g}")
     ax.set_xlabel("")
     ax.set_ylabel(ylabel or value, fontsize=9)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return ax
 
 
@@ -251,5 +251,5 @@ def rate_distortion_plot(
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7, title="mean ± 1 sd", title_fontsize=7)
+    ax.legend(fontsize=8, title="mean ± 1 sd", title_fontsize=8)
     return ax

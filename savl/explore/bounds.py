@@ -122,7 +122,7 @@ def draw_bounds(result: dict, axes) -> None:
         f"$\\tau^2$ = {result['critic_scale']:.2g} $(1 - \\rho^2)$",
         fontsize=9,
     )
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left")
     s = result["samples"]
     lo = min(np.percentile(s["upper"], 0.5), np.percentile(s["lower"], 0.5))
     hi = max(np.percentile(s["upper"], 99), np.percentile(s["lower"], 99.5), result["exact"])
@@ -139,7 +139,7 @@ def draw_bounds(result: dict, axes) -> None:
         f"upper {result['upper_mc']:.2f} ± {result['upper_se']:.2f}",
         fontsize=8,
     )
-    hx.legend(fontsize=7, loc="upper right")
+    hx.legend(fontsize=8, loc="best", framealpha=0.9)
 
 
 def bounds_explorer(n_draws: int = 2000, seed: int = 0) -> Explorer:
