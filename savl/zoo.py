@@ -508,3 +508,18 @@ def summary_rows(root: str | os.PathLike | None = None) -> list[dict]:
                 row["held_out"] = f"rec L1 {rep['rec_l1']:.4f} (zero code {rep['rec_l1_zero_code']:.4f})"
         rows.append(row)
     return rows
+
+
+def seed_cards(family: str, root: str | os.PathLike | None = None) -> list[dict]:
+    """The cards of the shipped seeds of one family: entries named `<family>-s<N>` whose files are present, in
+    seed order (each card has its seed under "config"). A chapter aggregates them (mean and spread over seeds)
+    and says how many seeds there are; an entry listed but not shipped is left out."""
+    import re
+
+    pattern = re.compile(rf"{re.escape(family)}-s(\d+)")
+    found = []
+    for name in entries(root):
+        m = pattern.fullmatch(name)
+        if m and is_present(name, root):
+            found.append((int(m.group(1)), read_card(name, root)))
+    return [card for _, card in sorted(found, key=lambda t: t[0])]
