@@ -195,7 +195,11 @@ VARIANTS = {
     "bf16-sdpa": ("bf16", False, "sdpa", False),
     "bf16-sdpa-cl": ("bf16", False, "sdpa", True),
     "bf16-sdpa-compile": ("bf16", True, "sdpa", False),
+    # FlexAttention (savl.models.hat.set_flex_attention): its kernels are compiled even when the model is not
+    "bf16-flex": ("bf16", False, "flex", False),
+    "bf16-flex-compile": ("bf16", True, "flex", False),
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "bf16-flex-compile"]  # what fits the 8-minute GPU call
 COMPARE_STAGES = ("joint", "frozen_l1")
 
 
@@ -244,7 +248,8 @@ def step_flops(profile: str, lr_patch: int, stages=("joint", "frozen_l1", "gan")
 
 
 class _attention:
-    """Context: the whole model attends through SDPA (as shipped) or materialises softmax(QK^T + bias) V."""
+    """Context: the whole model attends through SDPA (as shipped), materialises softmax(QK^T + bias) V, or uses
+    FlexAttention (on CUDA; elsewhere savl.models.hat keeps SDPA)."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -253,6 +258,7 @@ class _attention:
         import savl.models.hat as hat
 
         self.hat, self.orig = hat, hat.attention
+        self.flex = hat.set_flex_attention(self.kind == "flex")
         if self.kind == "materialised":
             orig = self.orig
             hat.attention = lambda q, k, v, bias, scale, reference: orig(q, k, v, bias, scale, True)
@@ -260,6 +266,7 @@ class _attention:
 
     def __exit__(self, *exc):
         self.hat.attention = self.orig
+        self.hat.set_flex_attention(self.flex)
 
 
 def _sync(dev) -> None:
@@ -321,6 +328,8 @@ def measure_variant(stage: str, variant: str, args, dev) -> dict:
         times = [step(args.warmup + i) for i in range(args.steps)]
     med = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    if attention == "flex" and dev.type != "cuda":
+        attention = "sdpa (flex: CUDA only)"
     return {
         "stage": stage,
         "variant": variant,
@@ -332,7 +341,7 @@ def measure_variant(stage: str, variant: str, args, dev) -> dict:
         "s_per_step_all": times,
         "warmup_s": warm,
         # the first steps beyond a steady one: graph capture + code generation when compiled
-        "compile_s": (sum(warm) - med * len(warm)) if compiled else None,
+        "compile_s": (sum(warm) - med * len(warm)) if compiled or attention == "flex" else None,
         "images_per_s": b / med,
         "peak_memory_gib": peak,
     }
@@ -409,7 +418,7 @@ def compare(args) -> int:
             continue
         for stage in COMPARE_STAGES:
             left = args.budget_s - (time.perf_counter() - t_start)
-            need = args.compile_reserve_s if VARIANTS[variant][1] else 0
+            need = args.compile_reserve_s if VARIANTS[variant][1] or VARIANTS[variant][2] == "flex" else 0
             if left <= need:
                 why = f"time budget ({left:.0f} s left)"
                 report["skipped"].append({"variant": variant, "stage": stage, "why": why})
@@ -514,8 +523,10 @@ def _compare_markdown(rep: dict) -> str:
         "PyTorch's defaults otherwise: fp32 matrix products in full fp32 (TF32 off), cuDNN convolutions allowed "
         "TF32, cudnn.benchmark off (as `savl train` runs). naive = fp32, eager, attention materialised as "
         "softmax(QK^T + bias) V; sdpa = torch.nn.functional.scaled_dot_product_attention with the additive bias "
-        "(DSCA's severity term folded into q and k); cl = channels_last; compile = torch.compile per child module, "
-        "as `compile: true` does (compile s = the warm-up steps' time beyond steady steps).",
+        "(DSCA's severity term folded into q and k); flex = FlexAttention with the position bias and shift mask "
+        "in its score_mod (savl.models.hat.set_flex_attention; its kernels are compiled, on CUDA only); "
+        "cl = channels_last; compile = torch.compile per child module, as `compile: true` does (compile s = the "
+        "warm-up steps' time beyond steady steps).",
         "",
     ]
     lines += [
@@ -645,7 +656,7 @@ def main() -> int:
     p.add_argument("--one", choices=list(STAGES), help=argparse.SUPPRESS)
     c = p.add_argument_group("--compare: the paper-size joint and frozen-L1 steps under each speed option")
     c.add_argument("--compare", action="store_true", help="measure the variants beside the naive reference")
-    c.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    c.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     c.add_argument("--batch", type=int, default=32)
     c.add_argument("--lr-patch", type=int, default=64)
     c.add_argument("--allow-compile", action="store_true", help="measure the torch.compile variants")
