@@ -30,7 +30,7 @@ from savl.provenance import atomic_write_text, cpu_model, git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"representation": "representation", "joint": "stage1", "frozen_l1": "stage2", "gan": "stage3"}
-PAPER_ITERATIONS = {"joint": 200_000, "frozen_l1": 800_000, "gan": 600_000}  # §5.1
+PAPER_ITERATIONS = {"joint": 200_000, "frozen_l1": 800_000, "gan": 600_000}  # the paper, §4.1
 # Dense peak throughput (TFLOP/s, no 2:4 sparsity) of GPUs we may meet, for MFU, matched by a substring of
 # torch.cuda.get_device_name (first match wins, so the NVL / PCIe parts come before the SXM ones). Sources: NVIDIA's
 # data sheets, which quote Tensor Core figures with sparsity: H200 SXM "BFLOAT16 1,979 TFLOPS", "TF32 989",
@@ -564,7 +564,8 @@ def _compare_markdown(rep: dict) -> str:
             f"step by its counted FLOP ratio {proj['gan_over_frozen_flop_ratio']:.2f}): **{proj['best_hours']:.1f} h** "
             f"with {proj['best_variant']}"
             + (f", {proj['naive_hours']:.1f} h with the naive reference" if "naive_hours" in proj else "")
-            + f"; the paper reports about {proj['paper_reported_hours']:.0f} h on {proj['paper_hardware']}.",
+            + f"; the paper reports about {proj['paper_reported_hours']:.0f} h on {proj['paper_hardware']} "
+            "(48 h for the representation, 48 h for the SR network: appendix A.8; the hardware: §4.1).",
         ]
         mfus = [r["mfu_bf16_peak"] for r in rep["results"] if r.get("mfu_bf16_peak") is not None]
         if mfus:

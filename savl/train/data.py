@@ -69,7 +69,7 @@ def _images(cfg, names=None):
 
 
 def _degradation(cfg):
-    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config) or a named protocol."""
+    """Real-ESRGAN's two-stage pipeline (Wang et al. 2021; USM switch from the config) or a named protocol."""
     if cfg.data.protocol == "realesrgan":
         from savl.degrade.realesrgan import RealESRGANConfig, RealESRGANDegradation
 
@@ -80,8 +80,8 @@ def _degradation(cfg):
 
 
 class BatchSource:
-    """`batch(step) -> (lr, target, real)`: LR input, the loss target (USM-sharpened GT when `data.usm`, §5.3)
-    and the clean GT (the discriminator's real images), all on `device`."""
+    """`batch(step) -> (lr, target, real)`: LR input, the loss target (USM-sharpened GT when `data.usm`, as
+    Real-ESRGAN trains) and the clean GT (the discriminator's real images), all on `device`."""
 
     def __init__(self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0, files=None):
         if cfg.batch % world:
