@@ -71,7 +71,7 @@ def test_meta_info_round_trip_and_strictness(tmp_path):
         write_meta_info(tmp_path / "deeper" / "m.txt", files)
 
 
-def test_training_files_over_several_roots_with_globs_and_meta_info(tmp_path):
+def test_training_files_over_several_roots_with_globs_and_meta_info(tmp_path, monkeypatch):
     r1, r2 = tmp_path / "r1", tmp_path / "r2"
     _png(r1 / "DIV2K" / "DIV2K_train_HR" / "0001.png", 8, 8)
     _png(r2 / "DIV2K" / "DIV2K_train_HR" / "0002.png", 8, 8)  # shadowed: r1 holds DIV2K already
@@ -85,8 +85,12 @@ def test_training_files_over_several_roots_with_globs_and_meta_info(tmp_path):
         "r2/OST/v2/animal/animal_1.png",
         "r2/OST/v2/sky/sky_1.png",
     ]
-    # no folders: the roots are the image folders (searched recursively)
+    # no folders: the roots are the image folders (searched recursively), relative to the working folder too
     assert len(training_files(r2)) == 4
+    monkeypatch.chdir(tmp_path)
+    assert len(training_files("r2")) == 4 and len(training_files(["r1", "r2"])) == 5
+    with pytest.raises(DataError, match=r"^r3: no such folder \(data.root\)$"):
+        training_files(["r1", "r3"])
     # a meta_info list (found in the second root), relative to its own folder
     write_meta_info(r2 / "lists" / "m.txt", [r2 / "lists" / "a.png"])
     _png(r2 / "lists" / "a.png", 8, 8)

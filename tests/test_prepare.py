@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from savl.cli import main
@@ -109,3 +110,19 @@ def test_cli_prepare_and_its_one_line_errors(tmp_path, capsys):
     assert "DIV2K/DIV2K_train_HR: not found under" in err and f"`savl data download DIV2K --root {empty}`" in err
     assert main(["data", "prepare", "--from", str(root), "--out", str(root / "inside"), "--quiet"]) == 2
     assert "must not be inside" in capsys.readouterr().err
+
+
+def test_subimages_of_a_camera_jpeg_follow_its_exif_orientation(tmp_path):
+    from savl.io import read_image
+
+    src = tmp_path / "in" / "cam.jpg"
+    src.parent.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown rotated by 90 degrees
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)).save(src, exif=exif)
+    upright = (read_image(src) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert upright.shape == (50, 30, 3)
+    tiles = prepare.make_subimages(tmp_path / "in", tmp_path / "out", crop=40, step=20)
+    assert len(tiles) == 2  # rows 0 and 10 of the upright 50 x 30 picture
+    for p, top in zip(tiles, (0, 10)):
+        assert np.array_equal(np.asarray(Image.open(p)), upright[top : top + 40])

@@ -176,10 +176,16 @@ def training_files(
                 raise DataError(f"{listed}: lists {f}, which does not exist")
         return files
     files: list[Path] = []
-    for name in folders if folders else [str(r) for r in roots]:
-        hits = locate(name, roots)
-        if not hits:
-            raise DataError(missing_message(name, roots))
+    for name in folders or [None]:
+        if name is None:  # no folder named: the roots themselves hold the images
+            hits = roots
+            missing = next((r for r in roots if not r.is_dir()), None)
+            if missing is not None:
+                raise DataError(f"{missing}: no such folder (data.root)")
+        else:
+            hits = locate(name, roots)
+            if not hits:
+                raise DataError(missing_message(name, roots))
         for h in hits:
             found = find_images(h)
             if not found:

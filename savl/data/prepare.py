@@ -97,6 +97,8 @@ def _subimages_one(job: tuple[Path, Path, int, int, int]) -> int:
     img, n = None, 0
     with Image.open(src) as im:
         w, h = im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: decoded upright, so the sides swap
+            w, h = h, w
     k = 0
     for top in tile_starts(h, crop, step, thresh):
         for left in tile_starts(w, crop, step, thresh):
