@@ -146,7 +146,7 @@ def read_meta_info(path: str | os.PathLike) -> list[str]:
 
 def write_meta_info(path: str | os.PathLike, files: list[Path]) -> Path:
     """Write `files` (under the file's folder) as a meta_info list of relative paths, sorted, atomically."""
-    from savl.provenance import atomic_write_text
+    from savl.io import write_group
 
     path = Path(path)
     base = path.parent.resolve()
@@ -154,7 +154,8 @@ def write_meta_info(path: str | os.PathLike, files: list[Path]) -> Path:
     bad = next((r for r in rel if r.startswith("../")), None)
     if bad is not None:
         raise DataError(f"{path}: {bad} is outside the meta_info file's folder")
-    atomic_write_text(path, "".join(f"{r}\n" for r in rel))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_group({path: "".join(f"{r}\n" for r in rel).encode()})
     return path
 
 
