@@ -62,17 +62,23 @@ def make_files(folder: Path, kind: str, n: int) -> list[Path]:
 
 
 def _children_cpu_rss() -> tuple[float, float]:
-    """(CPU seconds, resident MiB) of this process's live children (the DataLoader workers)."""
-    import psutil
-
-    cpu = rss = 0.0
-    for c in psutil.Process().children(recursive=True):
+    """(CPU seconds, resident MiB) of this process's live children (the DataLoader workers), read from /proc
+    (Linux; psutil is not a dependency of savl)."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    kids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
         try:
-            t = c.cpu_times()
-            cpu += t.user + t.system
-            rss += c.memory_info().rss / 2**20
-        except psutil.Error:
+            kids |= {int(x) for x in (task / "children").read_text().split()}
+        except OSError:
             pass
+    cpu = rss = 0.0
+    for pid in kids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page / 2**20
+        except (OSError, IndexError, ValueError):
+            pass  # a worker that just exited
     return cpu, rss
 
 
