@@ -42,6 +42,7 @@ def test_score_mod_equals_the_materialised_bias(masked):
     torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_whole_network_through_flex_equals_sdpa(flex_on_cpu):
     torch.manual_seed(0)
     net = DARHAGNet(SRNetConfig.smoke()).eval()  # HABs with and without shift, OCAB, DSCA's factored bias
