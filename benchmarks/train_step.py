@@ -11,6 +11,18 @@ on CPU, `torch.cuda.max_memory_allocated` on CUDA. Training FLOPs per image of t
 counted with `torch.utils.flop_counter` on the meta device (no compute), which gives MFU on a GPU and the
 projected schedule time from an explicit throughput assumption when no GPU was measured.
 Writes `train_step_<device>.json` and `.md` under --out (default benchmarks/results), atomically.
+
+    python benchmarks/train_step.py --compare --device cuda --allow-compile        (benchmarks/gpu_benchmark.sh)
+    python benchmarks/train_step.py --compare --profile smoke --batch 2 --lr-patch 16   (the same on a CPU, tiny)
+
+--compare times the joint and frozen-L1 steps of the paper-size networks (batch 32, 64x64 LR by default) on
+random batches in one process, under each speed option (VARIANTS: bf16 autocast, SDPA or FlexAttention,
+channels_last, torch.compile) beside the naive reference (fp32, eager, materialised attention), with images/s,
+peak memory, compile time, MFU against the device's bf16 peak (PEAK_TFLOPS, sourced) and the projected
+1.6 M-iteration schedule; it writes after every measurement and skips what would overrun --budget-s.
+Writes `train_step_gpu.*` on CUDA, `train_step_compare_cpu.*` on a CPU (or --name).
+--ddp-check (under torchrun) starts the process group savl.train.distributed would (NCCL on CUDA, gloo on CPU)
+and checks an all-reduce and two DDP steps.
 """
 
 from __future__ import annotations
