@@ -146,3 +146,21 @@ def test_model_files_round_trip(tmp_path, generator):
     save_model(net, tmp_path / "net.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "net.safetensors")(lr), net(lr))
+
+
+def test_sliding_code_is_the_code_of_each_centred_window(generator):
+    from savl.baselines.representations import GlobalCode, SlidingCode
+
+    torch.manual_seed(0)
+    enc = redsr.ReDSRNet(redsr.ReDSRConfig.smoke()).eval()
+    lr = torch.rand(2, 3, 20, 24, generator=generator)
+    with torch.no_grad():
+        grid = SlidingCode(enc.encode, patch=8, stride=4, module=enc).encode(lr).mean
+        assert grid.shape == (2, 16, 5, 6)
+        padded = F.pad(lr, (4, 3, 4, 3), mode="reflect")  # window (i, j) spans LR rows i-4 .. i+3
+        for b, i, j in [(0, 0, 0), (1, 2, 3), (0, 4, 5)]:
+            window = padded[b : b + 1, :, 4 * i : 4 * i + 8, 4 * j : 4 * j + 8]
+            torch.testing.assert_close(grid[b, :, i, j], enc.encode(window)[0])
+        whole = GlobalCode(enc.encode, enc).encode(lr).mean
+        assert whole.shape == (2, 16, 1, 1)
+        torch.testing.assert_close(whole[:, :, 0, 0], enc.encode(lr))

@@ -8,6 +8,8 @@
   SwinIR-style shell whose group outputs are modulated by an image embedding (the conditional feature
   modulator), and the Real Embedding Extractor (REE) trained by contrastive tuning on severe degradations.
 - `savl.baselines.objectives`: their training objectives and the stage table `savl.train.stages` reads.
+- `savl.baselines.representations`: their codes as encoders of the representation protocols (a global code
+  per image, or per LR position from sliding windows).
 
 Why a package of its own: these are other papers' systems, not SAVL's modules. Keeping them apart keeps
 `savl.models` (SAVL, DA-RHAG, HAT) what the paper describes, lets a reader see at a glance which code is a
