@@ -20,7 +20,7 @@ the book's small patches (an LR half of 32 x 16 is 2 pixels wide after three str
 reflects where it can and replicates otherwise; at the paper's 64 x 64 patches it always reflects.
 
 Sizes: `ReDSRConfig.paper()` is the released model: encoder 1.58 M + generator 4.70 M = 6.28 M, Table 1's
-figure for ReDSR (the degrader, 1.28 M, is not counted there because it is not run at test time).
+figure for ReDSR (the degrader, 1.24 M, is not counted there because it is not run at test time).
 """
 
 from __future__ import annotations
