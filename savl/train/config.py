@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from savl.errors import ConfigError
 
 Profile = Literal["smoke", "book", "paper"]
-Stage = Literal["representation", "joint", "frozen_l1", "gan"]
-STAGES = ("representation", "joint", "frozen_l1", "gan")
+Stage = Literal["representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr"]
+# The last three train the baselines (savl.baselines.objectives.STAGES): ReDSR, DACESR's REE, DACESR's SR net.
+STAGES = ("representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr")
 
 # What each profile sets when a config leaves it out. The paper's schedule (§4.1): joint 200K,
 # frozen-estimator L1 800K, + perceptual + GAN 600K, batch 32, 64x64 LR patches (GT 256), lr 2e-4 / 1e-4 (GAN),
@@ -33,7 +34,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 32,
         "gt_size": 256,
         "val_size": 256,
-        "iterations": {"representation": 200_000, "joint": 200_000, "frozen_l1": 800_000, "gan": 600_000},
+        "iterations": {"representation": 200_000, "joint": 200_000, "frozen_l1": 800_000, "gan": 600_000,
+                       # ReDSR: 1,000 epochs of 3,450 images in batches of 16 (its §4.1); DACESR: REE 300K, SR 500K
+                       "redsr": 215_000, "dacesr_ree": 300_000, "dacesr": 500_000},
         "halve_every": 200_000,
         "anneal_steps": 50_000,
         "pool_size": 192,
@@ -45,7 +48,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "val_size": 128,
         # benchmarks/results/train_step_cpu.md: 2.2 / 10.7 / 3.4 / 7.8 CPU-s per step (batch 4, LR 32), i.e.
         # about 1 / 5 / 2 / 4 s on two idle cores: each stage stays within a chapter's ~3 minutes.
-        "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15},
+        "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15,
+                       "redsr": 30, "dacesr_ree": 100, "dacesr": 30},
         "halve_every": 1_000_000,
         "anneal_steps": 50,
         "pool_size": 0,
@@ -55,7 +59,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 2,
         "gt_size": 32,
         "val_size": 32,
-        "iterations": {"representation": 4, "joint": 4, "frozen_l1": 4, "gan": 4},
+        "iterations": {"representation": 4, "joint": 4, "frozen_l1": 4, "gan": 4, "redsr": 4, "dacesr_ree": 4,
+                       "dacesr": 4},
         "halve_every": 2,
         "anneal_steps": 4,
         "pool_size": 0,

@@ -27,7 +27,7 @@ from savl.train.data import BatchSource, _rank_seed, hr_training_files, validati
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
 from savl.train.run import Run, RunLock, clear_run, find_run, looks_like_run, run_dir
-from savl.train.stages import Objective, build_models
+from savl.train.stages import build_models, make_objective
 
 # Test hook (not a config key, so it never enters a config hash): after writing the checkpoint of this step,
 # sleep so a test can kill the process at a known point (resume test).
@@ -140,13 +140,17 @@ class _Trainer:
         if not prev.finished:
             raise ConfigError(f"{prev.path}: init_from names a run that has not finished")
         srnet, savl = models.get("srnet"), models.get("savl")
+        # Models other than the SR net and SAVL (a baseline's, e.g. DACESR's REE) load from a file of their name.
+        others = [n for n in models if n not in ("srnet", "savl", "discriminator") and prev.has(n)]
+        for name in others:
+            load_weights(models[name], prev.final / f"{name}.safetensors")
         if srnet is not None and prev.has("srnet"):
             load_weights(srnet, prev.final / "srnet.safetensors")
         if savl is not None and prev.has("savl"):
             load_weights(savl, prev.final / "savl.safetensors")
-        elif srnet is not None and srnet.encoder is not None and not prev.has("srnet") and prev.has("savl"):
+        elif getattr(srnet, "encoder", None) is not None and not prev.has("srnet") and prev.has("savl"):
             srnet.encoder.load_state_dict(prev.load_savl().encoder.state_dict())
-        elif not (prev.has("srnet") or prev.has("savl")):
+        elif not (prev.has("srnet") or prev.has("savl") or others):
             raise ConfigError(f"{prev.path}: init_from run has no final model to start from")
 
     def _build(self):
@@ -159,7 +163,7 @@ class _Trainer:
             m.to(dev).train()
         self.models = models
         self.srnet, self.savl, self.disc = models.get("srnet"), models.get("savl"), models.get("discriminator")
-        self.objective = Objective(cfg, models).to(dev)
+        self.objective = make_objective(cfg, models).to(dev)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         o = cfg.optimiser
         self.opt = torch.optim.Adam(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
@@ -446,6 +450,8 @@ class _Trainer:
 
         scale = self.cfg.data.scale
         net = self.ema.module if self.ema is not None else self.srnet
+        if net is None and self.savl is None:
+            return {}  # a stage with neither (DACESR's REE): nothing to validate on images
         out_dir = self.run_dir / "samples" / f"step_{it:06d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         scores = []
