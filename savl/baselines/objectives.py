@@ -59,9 +59,11 @@ class ReDSRObjective(nn.Module):
         self.losses = cfg.losses
         self.srnet, self.degrader = models["srnet"], models["degrader"]
 
-    def forward(self, lr, target, step: int, generator=None) -> dict[str, torch.Tensor]:
+    def forward(self, lr, target, step: int, generator=None, clean=None) -> dict[str, torch.Tensor]:
+        # The degrader re-degrades the GT the LR was made from (`clean`), not the USM-sharpened SR target.
         lr1, lr2 = redsr.split_pair(lr)
-        hr1, hr2 = redsr.split_pair(target)
+        hr1, _ = redsr.split_pair(target)
+        _, hr2 = redsr.split_pair(target if clean is None else clean)
         code = self.srnet.encode(lr1)
         sr = self.srnet(lr1, code)
         pseudo = self.degrader(hr2, code)
@@ -109,7 +111,8 @@ class REEObjective(nn.Module):
             raise ConfigError("stage dacesr_ree needs batch >= 2 (the contrastive loss needs negatives)")
         self.ree = models["ree"]
 
-    def forward(self, lr, target, step: int, generator=None) -> dict[str, torch.Tensor]:
+    def forward(self, lr, target, step: int, generator=None, clean=None) -> dict[str, torch.Tensor]:
+        target = target if clean is None else clean  # the REE embeds the GT the LR was made from
         left, right = redsr.split_pair(target)
         left_embedding, right_embedding = self.ree(left, tuned=False).mean(1), self.ree(right, tuned=False).mean(1)
         contrastive = info_nce(left_embedding, right_embedding, REE_TEMPERATURE)
@@ -141,7 +144,7 @@ class DACESRObjective(nn.Module):
         self.losses = cfg.losses
         self.srnet = models["srnet"]
 
-    def forward(self, lr, target, step: int, generator=None) -> dict[str, torch.Tensor]:
+    def forward(self, lr, target, step: int, generator=None, clean=None) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             embedding = self.srnet.embed(lr)
         sr = self.srnet(lr, embedding)
