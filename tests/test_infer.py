@@ -169,3 +169,23 @@ def test_resample_matches_pillow_lanczos_on_8_bit_rgb():
     ref = np.asarray(Image.fromarray(samples).resize((45, 30), Image.LANCZOS))
     assert ours.shape == ref.shape == (30, 45, 3) and ours.dtype == np.uint8
     assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_the_savl_command_flushes_subnormals_before_any_work(tmp_path):
+    # In a fresh process: the flag is per thread, and PyTorch's intra-op threads inherit it only when they start
+    # after it is set. `savl sr` (here stopping at once on a missing input, exit 2) sets it before any work, so
+    # a 2-thread fill and product of 1e-39 afterwards leave no subnormal in any half; without it all 65536 stay.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "before = (torch.tensor([1e-39]) * 0.5).view(torch.int32).item() != 0\n"  # one element: no threads yet
+        "from savl.cli import main\n"
+        f"rc = main(['sr', {str(tmp_path / 'missing.png')!r}, {str(tmp_path / 'out')!r}])\n"
+        "torch.set_num_threads(2)\n"
+        "y = torch.full((1 << 16,), 1e-39) * 0.5\n"
+        "print(rc, before, int((y.view(torch.int32) != 0).sum()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "True", "0"], out.stdout + out.stderr[-2000:]
