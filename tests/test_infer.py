@@ -189,3 +189,21 @@ def test_the_savl_command_flushes_subnormals_before_any_work(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "True", "0"], out.stdout + out.stderr[-2000:]
+
+
+def test_upscale_runs_channels_last_on_cpu_and_gives_the_weights_back():
+    # On the CPU the weights are held channels-last for the call (faster oneDNN convolutions): the output is the
+    # plain NCHW forward's to float rounding, and the model's tensors come back in their own layout and values.
+    model = TinySR().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    img = torch.rand(3, 40, 36, generator=torch.Generator().manual_seed(2))
+    seen = []
+    cl = torch.channels_last
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=cl)))
+    out = upscale(model, img, tile=None)
+    with torch.no_grad():
+        ref = model(img[None])[0].clamp(0, 1)
+    assert seen[0] and not seen[-1]  # the call inside upscale saw channels-last input; the reference did not
+    assert torch.allclose(out, ref, atol=1e-6)
+    for k, v in model.state_dict().items():
+        assert v.is_contiguous() and torch.equal(v, before[k]), k

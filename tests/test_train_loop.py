@@ -252,3 +252,18 @@ def test_bf16_autocast_and_deterministic_mode(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in run.metrics)
     assert run.load_srnet().sr.conv_first.weight.dtype == torch.float32  # autocast keeps fp32 master weights
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("fused", [None, True, False])
+def test_adam_first_step_is_lr_times_the_gradient_sign(fused):
+    # Adam's first step with bias correction is lr * g / (|g| + eps), fused or for-each alike; None picks the
+    # fused kernel on the CPU (it has one).
+    from savl.train.loop import _adam
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5, 3.0]))
+    p.grad = torch.tensor([0.3, -1e-3, 2.0, -0.7])
+    opt = _adam([p], fused, lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    assert bool(opt.defaults["fused"]) == (fused is not False)
+    before, g = p.detach().clone(), p.grad.clone()
+    opt.step()
+    assert torch.allclose(p.detach(), before - 0.1 * g / (g.abs() + 1e-8), atol=1e-6)

@@ -108,6 +108,9 @@ class OptimiserConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     lr_d: float | None = Field(None, gt=0)  # discriminator (GAN stage); None -> lr
     lr_club: float = Field(1e-4, gt=0)  # the CLUB variational net (deterministic_club variant)
+    # Adam's fused kernel (one pass over all parameters): None uses it where the device has one (CPU, CUDA), as
+    # it measured faster on CPU (benchmarks/results/speed_cpu.md); false keeps the for-each implementation.
+    fused: bool | None = None
 
 
 class ScheduleConfig(_Strict):
@@ -180,6 +183,8 @@ class TrainConfig(_Strict):
     losses: LossConfig = LossConfig()
     batch: int | None = Field(None, ge=1)  # global batch (split over DDP ranks)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # torch.compile each network. On a CPU at book size it pays nothing: 0.94-1.05x the eager step, after about
+    # a minute (51-64 s) of compilation per stage; it is for long runs on a GPU.
     compile: bool = False
     deterministic: bool = False
     ema: float | None = Field(None, ge=0, lt=1)  # None -> 0.999 in the GAN stage, off otherwise
@@ -413,6 +418,9 @@ def _init_identity(cfg: TrainConfig) -> str | None:
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 of the canonical (sorted-key) JSON of what the run computes; stable over key order."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    # Fused or for-each Adam make the same update in another order of float operations (like `threads`): runs
+    # that differ only there are one run, and configs written before the key existed keep their hash.
+    data["optimiser"].pop("fused", None)
     data["init_from"] = _init_identity(cfg)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
