@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, statistics, sys, time
 import torch
-flush, batches = sys.argv[1] == "1", int(sys.argv[2])
+flush, records = sys.argv[1] == "1", json.loads(open(sys.argv[2]).read())
 torch.set_flush_denormal(flush)
 torch.set_num_threads(1)
 from savl.degrade.realesrgan import RealESRGANDegradation
@@ -38,22 +38,24 @@ def crops():
     xs = torch.randint(0, 512 - 128, (4,), generator=g).tolist()
     return torch.stack([img[:, y : y + 128, x : x + 128] for y, x in zip(ys, xs)]).contiguous()
 deg = RealESRGANDegradation()
-for _ in range(2):
-    deg(crops(), g, return_sharpened=True)
-times = []
-for _ in range(batches):
+deg.apply(crops(), records[0])
+apply, sample = [], []
+for params in records:
     hr = crops()
     t0 = time.thread_time()
-    deg(hr, g, return_sharpened=True)
-    times.append(time.thread_time() - t0)
-print("RESULT " + json.dumps(statistics.median(times)))
+    deg.apply(hr, params)
+    t1 = time.thread_time()
+    deg.sample(4, (128, 128), g)
+    apply.append(t1 - t0)
+    sample.append(time.thread_time() - t1)
+print("RESULT " + json.dumps([statistics.mean(apply), statistics.mean(sample)]))
 """
 
 
-def _child(tree: Path, flush: bool, batches: int) -> float:
+def _child(tree: Path, flush: bool, records: Path) -> list[float]:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, "1" if flush else "0", str(batches)],
+        [sys.executable, "-c", CHILD, "1" if flush else "0", str(records)],
         cwd=tree, env=env, capture_output=True, text=True,
     )  # fmt: skip
     if proc.returncode:
@@ -73,6 +75,17 @@ def main() -> int:
     from savl.provenance import atomic_write_text, git_commit, machine_info
 
     before = Path(args.before).resolve()
+    import tempfile
+
+    import torch
+
+    from savl.degrade.realesrgan import RealESRGANDegradation
+
+    # One set of parameter records for both checkouts (the record format is shared), so both do the same work.
+    g = torch.Generator().manual_seed(0)
+    records = [RealESRGANDegradation().sample(4, (128, 128), g) for _ in range(args.batches)]
+    records_file = Path(tempfile.mkdtemp()) / "records.json"
+    records_file.write_text(json.dumps(records))
     report = {
         "benchmark": "degrade_compare",
         "machine": machine_info(),
@@ -85,17 +98,18 @@ def main() -> int:
         for r in range(args.rounds):
             order = (("before", before), ("after", ROOT))
             for name, tree in order if r % 2 == 0 else order[::-1]:
-                t[name].append(_child(tree, flush, args.batches))
-        ratio = [b / a for b, a in zip(t["before"], t["after"])]
+                t[name].append(_child(tree, flush, records_file))
         key = "flush subnormals" if flush else "subnormals not flushed"
-        report["results"][key] = {
-            "before_s": statistics.median(t["before"]),
-            "after_s": statistics.median(t["after"]),
-            "speed_ratio_median": statistics.median(ratio),
-            "speed_ratio_range": [min(ratio), max(ratio)],
-            "load": [round(v, 2) for v in os.getloadavg()],
-        }
-        print(key, report["results"][key], flush=True)
+        for i, part in enumerate(("apply", "sample")):
+            ratio = [b[i] / a[i] for b, a in zip(t["before"], t["after"])]
+            report["results"][f"{part}, {key}"] = {
+                "before_s": statistics.median(b[i] for b in t["before"]),
+                "after_s": statistics.median(a[i] for a in t["after"]),
+                "speed_ratio_median": statistics.median(ratio),
+                "speed_ratio_range": [min(ratio), max(ratio)],
+                "load": [round(v, 2) for v in os.getloadavg()],
+            }
+        print(key, report["results"][f"apply, {key}"], flush=True)
     m = report["machine"]
     lines = [
         "# Real-ESRGAN degradation of a book batch, before and after (benchmarks/degrade_compare.py)",
@@ -106,8 +120,10 @@ def main() -> int:
         f"{report['load_at_start']}: the machine was shared (a model training ran throughout), so absolute times "
         "are inflated; the two checkouts alternate round by round.",
         "",
-        f"Batch: 4 crops of 128x128 (the book profile), {args.batches} batches per process, {args.rounds} rounds; "
-        "the calling thread's CPU time per batch.",
+        f"Batch: 4 crops of 128x128 (the book profile); {args.batches} batches of parameter records drawn once and "
+        f"replayed by both checkouts (`apply`: USM, both orders, JPEG, the same work), {args.rounds} rounds; "
+        "`sample` is each checkout's own drawing of a batch's records. The calling thread's CPU time per batch "
+        "(mean over the batches of a process, median over rounds).",
         "",
         "| setting | before (ms/batch) | after (ms/batch) | before / after | range | load after |",
         "|---|---|---|---|---|---|",

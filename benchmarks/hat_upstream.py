@@ -11,11 +11,11 @@ into ours through `savl.models.hat_official.load_official_hat`; the outputs must
 timed.
 
 1. Forward + backward (L1 against a random target, training mode, no drop-path) at book size: batch 4 of 32x32
-   LR patches.
+   LR patches; once as the training loop runs it (NCHW), once with our weights and input channels-last.
 2. Inference on one 256x256 LR image, whole and tiled with Real-ESRGAN's meaning (core 128, 16 pixels of
-   context: 4 tiles). Ours runs `savl.infer.upscale` (cores blended with a raised cosine); upstream's tiles are
-   cut and pasted as Real-ESRGAN's `tile_process` does, each padded to a multiple of the window by reflection
-   as HAT's test code does.
+   context: 4 tiles). Ours runs `savl.infer.upscale` (cores blended with a raised cosine, weights held
+   channels-last on the CPU as it does); upstream's tiles are cut and pasted as Real-ESRGAN's `tile_process`
+   does, each padded to a multiple of the window by reflection as HAT's test code does.
 3. Peak memory of each inference, in a fresh process per (model, mode): growth of the process's maximum
    resident set over what it held before the call.
 
@@ -27,6 +27,7 @@ upstream's time divided by ours in the same round (above 1: ours is faster). The
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -172,16 +173,23 @@ def main() -> int:
     # 1. forward + backward at book size
     lr, target = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 128, 128, generator=g)
 
-    def fwd_bwd(model):
+    def fwd_bwd(model, x=None):
+        x = lr if x is None else x
+
         def run():
             model.zero_grad(set_to_none=True)
-            F.l1_loss(model(lr), target).backward()
+            F.l1_loss(model(x), target).backward()
 
         return run
 
     ours.train(), theirs.train()
     report["forward_backward_book_b4_lr32"] = _paired(fwd_bwd(ours), fwd_bwd(theirs), args.rounds * 2)
     print("fwd+bwd", report["forward_backward_book_b4_lr32"]["cpu"], flush=True)
+    # The same with our weights and input channels-last (what a training loop could set; the loop does not yet).
+    ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    run_cl = fwd_bwd(ours_cl, lr.contiguous(memory_format=torch.channels_last))
+    report["forward_backward_book_b4_lr32_channels_last"] = _paired(run_cl, fwd_bwd(theirs), args.rounds * 2)
+    print("fwd+bwd channels_last", report["forward_backward_book_b4_lr32_channels_last"]["cpu"], flush=True)
     ours.eval(), theirs.eval()
 
     # 2. inference on a 256x256 LR image
@@ -237,6 +245,7 @@ def _markdown(rep: dict) -> str:
     ]
     rows = (
         ("forward + backward, book size, batch 4, 32x32 LR", "forward_backward_book_b4_lr32"),
+        ("the same, our weights and input channels-last", "forward_backward_book_b4_lr32_channels_last"),
         ("inference, 256x256 LR, whole image", "inference_256_whole"),
         ("inference, 256x256 LR, tiles of 128 + 16 context (4 tiles)", "inference_256_tiled"),
     )

@@ -43,8 +43,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 4,
         "gt_size": 128,
         "val_size": 128,
-        # benchmarks/results/train_step_cpu.md: 2.2 / 10.7 / 3.4 / 7.8 CPU-s per step (batch 4, LR 32), i.e.
-        # about 1 / 5 / 2 / 4 s on two idle cores: each stage stays within a chapter's ~3 minutes.
+        # benchmarks/results/train_step_cpu.md, one thread: 0.28 / 0.72 / 0.42 / 2.2 CPU-s per step (batch 4,
+        # LR 32), measured under a load average of 10-11 from other jobs, which inflates them (on one idle core:
+        # 0.18-0.23 / 0.62-0.66 / 0.42-0.45 / 1.76-1.88 s), so these iterations cost about
+        # 28 / 22 / 13 / 33 CPU-s: each stage stays well within a chapter's ~3 minutes.
         "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15},
         "halve_every": 1_000_000,
         "anneal_steps": 50,
