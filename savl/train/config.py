@@ -46,8 +46,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 4,
         "gt_size": 128,
         "val_size": 128,
-        # benchmarks/results/train_step_cpu.md: 2.2 / 10.7 / 3.4 / 7.8 CPU-s per step (batch 4, LR 32), i.e.
-        # about 1 / 5 / 2 / 4 s on two idle cores: each stage stays within a chapter's ~3 minutes.
+        # benchmarks/results/train_step_cpu.md, one thread: 0.28 / 0.72 / 0.42 / 2.2 CPU-s per step (batch 4,
+        # LR 32), measured under a load average of 10-11 from other jobs, which inflates them (on one idle core:
+        # 0.18-0.23 / 0.62-0.66 / 0.42-0.45 / 1.76-1.88 s), so these iterations cost about
+        # 28 / 22 / 13 / 33 CPU-s: each stage stays well within a chapter's ~3 minutes.
         "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15,
                        "redsr": 30, "dacesr_ree": 100, "dacesr": 30},
         "halve_every": 1_000_000,
@@ -121,6 +123,9 @@ class OptimiserConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     lr_d: float | None = Field(None, gt=0)  # discriminator (GAN stage); None -> lr
     lr_club: float = Field(1e-4, gt=0)  # the CLUB variational net (deterministic_club variant)
+    # Adam's fused kernel (one pass over all parameters): None uses it where the device has one (CPU, CUDA), as
+    # it measured faster on CPU (benchmarks/results/speed_cpu.md); false keeps the for-each implementation.
+    fused: bool | None = None
 
 
 class ScheduleConfig(_Strict):
@@ -193,6 +198,8 @@ class TrainConfig(_Strict):
     losses: LossConfig = LossConfig()
     batch: int | None = Field(None, ge=1)  # global batch (split over DDP ranks)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # torch.compile each network. On a CPU at book size it pays nothing: 0.94-1.05x the eager step, after about
+    # a minute (51-64 s) of compilation per stage; it is for long runs on a GPU.
     compile: bool = False
     deterministic: bool = False
     ema: float | None = Field(None, ge=0, lt=1)  # None -> 0.999 in the GAN stage, off otherwise
@@ -433,6 +440,9 @@ def _init_identity(cfg: TrainConfig) -> str | None:
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 of the canonical (sorted-key) JSON of what the run computes; stable over key order."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    # Fused or for-each Adam make the same update in another order of float operations (like `threads`): runs
+    # that differ only there are one run, and configs written before the key existed keep their hash.
+    data["optimiser"].pop("fused", None)
     data["init_from"] = _init_identity(cfg)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
