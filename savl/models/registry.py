@@ -11,6 +11,7 @@ from collections.abc import Callable
 from savl.models.decoder import Decoder, DecoderConfig
 from savl.models.discriminator import DiscriminatorConfig, UNetDiscriminatorSN, build_discriminator
 from savl.models.encoder import AmortizedEncoder, EncoderConfig
+from savl.models.rrdb_sft import RRDBSFTConfig, RRDBSFTNet
 from savl.models.savl import SAVL, SAVLConfig
 from savl.models.srnet import DARHAGNet, SRNetConfig
 
@@ -20,6 +21,7 @@ ARCHITECTURES: dict[str, tuple[Callable, type]] = {
     SAVL.architecture: (SAVL.from_config, SAVLConfig),
     DARHAGNet.architecture: (DARHAGNet, SRNetConfig),
     UNetDiscriminatorSN.architecture: (build_discriminator, DiscriminatorConfig),
+    RRDBSFTNet.architecture: (RRDBSFTNet, RRDBSFTConfig),
 }
 
 __all__ = ["ARCHITECTURES"]

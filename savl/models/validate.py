@@ -60,6 +60,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "club_samples": (1, 65536),
     # discriminator
     "in_ch": (1, 4),
+    # RRDB-SFT (Table 4's network; channels, num_blocks, growth, res_scale and scale as the decoder's)
+    "sft_hidden": (1, 256),
+    "kernel_components": (1, 441),
 }
 
 #: Longest list a config may hold, deepest nesting of configs, generic integer bound for unknown fields.
