@@ -148,6 +148,18 @@ class RRDBSFTBlock(nn.Module):
         return x + self.res_scale * self.rdbs(self.sft(x, cond))
 
 
+def replayed_kernel_map(hr: torch.Tensor, lr: torch.Tensor, params) -> torch.Tensor:
+    """The (1, 3, h, w) kernel map of one stored MANet-protocol image: `params` (its record, a list of one
+    dict, as a frozen set stores it) replayed on `hr` (3, H, W). The replayed LR must equal the stored `lr` at
+    8 bits, so the map is that of the draw that made this very LR image (else a one-line ConfigError)."""
+    from savl.degrade.spatial import manet_replay
+
+    again, kmap = manet_replay(hr[None].float(), params)
+    if not torch.equal((again[0] * 255).round(), (lr.float() * 255).round()):
+        raise ConfigError("the stored MANet params do not replay to the stored LR image (not this image's draw)")
+    return kmap
+
+
 @cache
 def _kernel_pca(scale: int, components: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean (441,), basis (k, 441), std (k,)) of MANet kernels drawn from the protocol's family at `scale`.

@@ -212,13 +212,13 @@ def _rank_seed(seed: int, rank: int, stream: int) -> int:
 def validation_guide(valset, index: int, device) -> torch.Tensor:
     """The kernel map of item `index` of a frozen MANet-protocol set, replayed from its stored params; the
     replayed LR must equal the stored one (else the params are not those of this image)."""
-    from savl.degrade.spatial import manet_replay
+    from savl.models.rrdb_sft import replayed_kernel_map
 
     item = valset[index]
-    lr, kmap = manet_replay(item["hr"][None], valset.params[index])
-    if not torch.equal((lr[0] * 255).round(), (item["lr"] * 255).round()):
-        raise ConfigError(f"{valset.path}: {item['name']}: its params do not replay to its LR image")
-    return kmap.to(device)
+    try:
+        return replayed_kernel_map(item["hr"], item["lr"], valset.params[index]).to(device)
+    except ConfigError as e:
+        raise ConfigError(f"{valset.path}: {item['name']}: {e}") from None
 
 
 def validation_set(cfg, path: Path):
