@@ -77,6 +77,8 @@ def reconstruction(
     "pixel" and "element" (the default, and what the SR losses use) take the mean over all elements.
     """
     _check_reduction(reduction)
+    if kind == "laplace":
+        raise ConfigError("reconstruction: kind 'laplace' needs the predicted scale; use laplace_nll")
     if kind == "l1":
         err = (pred - target).abs()
     elif kind == "l2":
@@ -86,6 +88,23 @@ def reconstruction(
     if reduction == "literal":
         return err.flatten(1).sum(1).mean()
     return err.mean()
+
+
+def laplace_nll(
+    pred: torch.Tensor, log_scale: torch.Tensor, target: torch.Tensor, reduction: str = "pixel"
+) -> torch.Tensor:
+    """Eq. 13 with a Laplace scale b predicted per pixel: -log p(y | z, r) = |y - mu| / b + log(2 b), in nats.
+
+    With a fixed b this is the L1 loss up to scale and a constant; with b predicted from the code, the code is
+    rewarded for carrying how strong the degradation is (e.g. the noise level), not only what it did to this
+    pixel. Reduced as `reconstruction`: per-image sums ("literal") or the mean over elements.
+    """
+    _check_reduction(reduction)
+    log_scale = log_scale.clamp(-9.0, 3.0)  # b in [1e-4, 20] on [0, 1] images: no infinite reward at b -> 0
+    nll = (pred - target).abs() * torch.exp(-log_scale) + log_scale + math.log(2.0)
+    if reduction == "literal":
+        return nll.flatten(1).sum(1).mean()
+    return nll.mean()
 
 
 def reduce_per_image(per_image: torch.Tensor, reduction: str, pixels: int, code_dim: int) -> torch.Tensor:

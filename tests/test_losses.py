@@ -318,3 +318,30 @@ def test_perceptual_loss_loads_cached_weights(tmp_path, monkeypatch):
     (folder / "vgg19-dcbb9e9d.pth").write_bytes(b"not a pickle")
     with pytest.raises(ModelFileError, match="cannot be read"):
         PerceptualLoss(weights="imagenet")
+
+
+def test_laplace_nll_equals_scipy_laplace_log_density():
+    """Eq. 13 with a learned scale: the mean of -log Laplace(y; mu, b) per element (scipy's logpdf)."""
+    from scipy import stats
+
+    from savl.losses import laplace_nll
+
+    g = torch.Generator().manual_seed(3)
+    y, mu = torch.rand(2, 3, 5, 4, generator=g), torch.rand(2, 3, 5, 4, generator=g)
+    log_b = torch.randn(2, 3, 5, 4, generator=g) * 0.5 - 2
+    ref = -stats.laplace.logpdf(y.numpy(), loc=mu.numpy(), scale=log_b.exp().numpy())
+    assert float(laplace_nll(mu, log_b, y)) == pytest.approx(ref.mean(), rel=1e-5)
+    literal = float(laplace_nll(mu, log_b, y, reduction="literal"))
+    assert literal == pytest.approx(ref.reshape(2, -1).sum(1).mean(), rel=1e-5)
+
+
+def test_laplace_rec_needs_a_decoder_with_a_scale_head():
+    from savl.models.decoder import Decoder, DecoderConfig
+    from savl.models.encoder import AmortizedEncoder, EncoderConfig
+    from savl.models.savl import SAVL
+
+    with pytest.raises(ConfigError, match="learned_scale"):
+        SAVL(AmortizedEncoder(EncoderConfig.smoke()), Decoder(DecoderConfig.smoke()), rec="laplace")
+    model = SAVL.build("smoke", rec="laplace")
+    out = model(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32), step=1)
+    assert model.decoder.config.learned_scale and "l1" in out and torch.isfinite(out["loss"])

@@ -170,7 +170,7 @@ def test_the_objective_feeds_the_batch_map_to_the_net(tmp_path):
     with torch.no_grad():
         net.tail.weight.normal_(0, 0.05)
     lr, kmap, _ = manet_degrade(_hr(64), 5, torch.Generator().manual_seed(2))
-    out = Objective(cfg, models)(lr, torch.zeros(1, 3, 64, 64), 0, None, kmap)
+    out = Objective(cfg, models)(lr, torch.zeros(1, 3, 64, 64), 0, None, guide=kmap)
     assert torch.equal(out["sr"], net(lr, kmap))
     assert not torch.equal(out["sr"], net(lr, kmap.flip(-1)))
 

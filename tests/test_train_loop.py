@@ -252,3 +252,26 @@ def test_bf16_autocast_and_deterministic_mode(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in run.metrics)
     assert run.load_srnet().sr.conv_first.weight.dtype == torch.float32  # autocast keeps fp32 master weights
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("stage", ["representation", "joint"])
+def test_savl_decoder_reads_the_clean_gt_not_the_sharpened_target(stage, generator):
+    """The LR was made from the unsharpened GT; the SAVL likelihood p(y | x, r) must re-degrade that x, while
+    the SR loss (joint stage) keeps the USM-sharpened target."""
+    torch.manual_seed(0)
+    cfg = load_config(None, ["profile=smoke", f"stage={stage}"])
+    models = build_models(cfg)
+    objective = Objective(cfg, models).eval()
+    models["savl"].eval()  # the posterior mean, not a sample (SAVL itself is not a registered child)
+    lr = torch.rand(2, 3, 8, 8, generator=generator)
+    clean = torch.rand(2, 3, 32, 32, generator=generator)
+    sharpened = (clean * 1.5 - 0.25).clamp(0, 1)
+    with torch.no_grad():
+        direct = models["savl"](lr, clean, step=1)
+        terms = objective(lr, sharpened, 1, None, clean)
+        wrong = models["savl"](lr, sharpened, step=1)
+    assert torch.allclose(terms["rec"], direct["rec"])
+    assert not torch.allclose(terms["rec"], wrong["rec"])
+    if stage == "joint":
+        sr, _ = models["srnet"].forward_with_posterior(lr)
+        assert torch.allclose(terms["sr_l1"], (sr - sharpened).abs().mean())

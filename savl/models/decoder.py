@@ -32,6 +32,9 @@ class DecoderConfig:
     scale: int = 4
     blur_size: int = 9
     blur_sigma: float = 9.0
+    # A head that predicts the Laplace scale b per LR pixel and colour channel (Eq. 13 with b learned instead
+    # of fixed): off in the paper's decoder; `rec: laplace` switches it on.
+    learned_scale: bool = False
 
     def __post_init__(self):
         if self.scale < 1 or self.num_blocks < 1 or self.channels < 1 or self.blur_size % 2 == 0:
@@ -81,8 +84,21 @@ class Decoder(nn.Module):
         self.tail = nn.Sequential(
             nn.Conv2d(c.channels, c.channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(c.channels, 3, 3, padding=1)
         )
+        self.log_scale = None
+        if c.learned_scale:
+            self.log_scale = nn.Sequential(
+                nn.Conv2d(c.channels, c.channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(c.channels, 3, 1)
+            )
+            # Start near b = 0.05 (a typical |y - y_hat| of an untrained decoder on [0, 1] images).
+            nn.init.zeros_(self.log_scale[-1].weight)
+            nn.init.constant_(self.log_scale[-1].bias, -3.0)
 
     def forward(self, hr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """The predicted LR image (the Laplace location)."""
+        return self.forward_with_scale(hr, code)[0]
+
+    def forward_with_scale(self, hr: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(location, log b): log b is None unless `learned_scale`."""
         c = self.config
         if hr.dim() != 4 or code.dim() != 4 or hr.shape[1] != c.in_channels or code.shape[1] != c.code_dim:
             raise ImageError(
@@ -105,4 +121,5 @@ class Decoder(nn.Module):
             body = block(sft(body, r))
         feat = feat + self.body_out(body)
         # Area-downsampled base as the skip: the head only predicts what the degradation changes.
-        return F.avg_pool2d(base, c.scale) + self.tail(feat)
+        mean = F.avg_pool2d(base, c.scale) + self.tail(feat)
+        return mean, (self.log_scale(feat) if self.log_scale is not None else None)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from savl.errors import ConfigError
-from savl.losses import CLUB, REDUCTIONS, KLSchedule, reconstruction, reduce_per_image
+from savl.losses import CLUB, REDUCTIONS, KLSchedule, laplace_nll, reconstruction, reduce_per_image
 from savl.models.decoder import Decoder, DecoderConfig
 from savl.models.encoder import AmortizedEncoder, EncoderConfig, Posterior
 
@@ -75,8 +75,10 @@ class SAVL(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"SAVL: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        if rec not in ("l1", "l2"):
-            raise ConfigError(f"SAVL: rec must be 'l1' or 'l2', got {rec!r}")
+        if rec not in ("l1", "l2", "laplace"):
+            raise ConfigError(f"SAVL: rec must be 'l1', 'l2' or 'laplace', got {rec!r}")
+        if (rec == "laplace") != decoder.config.learned_scale:
+            raise ConfigError("SAVL: rec 'laplace' and a decoder with learned_scale go together")
         if reduction not in REDUCTIONS:
             raise ConfigError(f"SAVL: reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         self.kl_schedule = kl_schedule or KLSchedule()
@@ -143,7 +145,8 @@ class SAVL(nn.Module):
     def build(cls, profile: str = "book", variant: str = "savl", **kwargs) -> SAVL:
         """A SAVL model of a size profile ("paper", "book", "smoke"); kwargs go to `SAVLConfig`."""
         enc = dataclasses.replace(EncoderConfig.profile(profile), deterministic=variant != "savl")
-        config = SAVLConfig(encoder=enc, decoder=DecoderConfig.profile(profile), variant=variant, **kwargs)
+        dec = dataclasses.replace(DecoderConfig.profile(profile), learned_scale=kwargs.get("rec") == "laplace")
+        config = SAVLConfig(encoder=enc, decoder=dec, variant=variant, **kwargs)
         return cls.from_config(config)
 
     def representation_parameters(self):
@@ -185,8 +188,11 @@ class SAVL(nn.Module):
         """
         post = self.encoder(lr)
         code = post.sample(generator) if self.training else post.mean
-        y_hat = self.decoder(hr, code)
-        rec = reconstruction(y_hat, lr, self.rec, self.reduction)
+        y_hat, log_scale = self.decoder.forward_with_scale(hr, code)
+        if self.rec == "laplace":
+            rec = laplace_nll(y_hat, log_scale, lr, self.reduction)
+        else:
+            rec = reconstruction(y_hat, lr, self.rec, self.reduction)
         beta = self.kl_schedule(step)
         kl_per_image = post.kl()
         kl = self._reduce(kl_per_image, code)
@@ -197,6 +203,8 @@ class SAVL(nn.Module):
             "beta": torch.tensor(beta, device=lr.device, dtype=rec.dtype),
             "y_hat": y_hat,
         }
+        if self.rec == "laplace":  # the L1 beside the NLL, comparable with l1-trained models
+            out["l1"] = (y_hat - lr).abs().mean().detach()
         if self.variant == "savl":
             out["loss"] = self.alpha * rec + beta * kl
         elif self.variant == "deterministic":

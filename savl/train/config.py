@@ -148,7 +148,7 @@ class LossConfig(_Strict):
     lam: float | None = Field(None, ge=0)
     beta_final: float = Field(5e-4, ge=0)
     anneal_steps: int | None = Field(None, ge=0)
-    rec: Literal["l1", "l2"] = "l1"
+    rec: Literal["l1", "l2", "laplace"] = "l1"  # laplace: Laplace NLL with a decoder-predicted scale
     reduction: Literal["literal", "pixel", "element"] = "pixel"
     savl_weight: float = Field(1.0, ge=0)  # joint stage: weight of the SAVL loss beside the SR loss
     sr: Literal["l1", "l2"] = "l1"

@@ -361,7 +361,7 @@ class _Trainer:
             lr_img, target, real, guide = self.source.next()
             self.objective.train()
             with self._autocast():
-                terms = self.model(lr_img, target, step, self.noise, guide)
+                terms = self.model(lr_img, target, step, self.noise, real, guide)
             sr = terms.pop("sr", None)
             if self.disc is not None:
                 self.disc.requires_grad_(False)
@@ -386,7 +386,7 @@ class _Trainer:
             if self.disc is not None:
                 terms.update(self._discriminator_step(step, real, sr.detach()))
             if self.opt_club is not None:
-                terms["club_q"] = self._club_step(step, lr_img, target)
+                terms["club_q"] = self._club_step(step, lr_img, real)
             if self.ema is not None:
                 self.ema.update_parameters(self.srnet)
             n_steps += 1

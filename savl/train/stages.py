@@ -51,7 +51,11 @@ def build_models(cfg) -> dict[str, nn.Module]:
     def make_savl(encoder):
         return SAVL(
             encoder,
-            Decoder(dataclasses.replace(DecoderConfig.profile(p), code_dim=enc_cfg.code_dim)),
+            Decoder(
+                dataclasses.replace(
+                    DecoderConfig.profile(p), code_dim=enc_cfg.code_dim, learned_scale=lo.rec == "laplace"
+                )
+            ),
             variant=m.variant,
             kl_schedule=KLSchedule(lo.beta_final, lo.anneal_steps),
             alpha=lo.alpha,
@@ -127,16 +131,25 @@ class Objective(nn.Module):
                 self.decoder = savl.decoder
 
     def forward(
-        self, lr: torch.Tensor, target: torch.Tensor, step: int, generator=None, guide=None
+        self,
+        lr: torch.Tensor,
+        target: torch.Tensor,
+        step: int,
+        generator=None,
+        clean: torch.Tensor | None = None,
+        guide: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The loss terms of one step; `guide` is the batch's kernel map (rrdb_sft with guidance kernel)."""
+        """`target` is the SR loss target (USM-sharpened GT when `data.usm`); `clean` the GT the LR was made from
+        (None: `target`). SAVL's decoder re-degrades `clean`: p(y | x, r) models how y came from x, and y was
+        made from the unsharpened x. `guide` is the batch's kernel map (rrdb_sft with guidance kernel)."""
         lo = self.losses
+        x = target if clean is None else clean
         if self.stage == "representation":
-            out = self.savl_model(lr, target, step, generator)
+            out = self.savl_model(lr, x, step, generator)
             return _scalars(out) | {"loss": out["loss"]}
         if self.stage == "joint":
             # SAVL's ELBO on (LR, the GT the LR was made from); the SR net reads the same encoder's posterior.
-            out = self.savl_model(lr, target, step, generator)
+            out = self.savl_model(lr, x, step, generator)
             sr, _ = self.srnet.forward_with_posterior(lr)
             sr_term = _sr_loss(lo.sr, sr, target)
             terms = _scalars(out)
