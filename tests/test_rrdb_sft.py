@@ -308,3 +308,20 @@ def test_scoring_on_the_zoos_held_out_manet_sets(tmp_path):
     real = table4_metrics(net, sets)
     assert real["per_set"].keys() == sets.keys() and math.isfinite(real["psnr"])
     assert real["bicubic_psnr"] == pytest.approx(out["bicubic_psnr"])
+
+
+def test_code_guidance_takes_the_encoder_of_a_savl_model_file(tmp_path):
+    """model.encoder_from may name a whole SAVL model (what the zoo ships): its encoder, config and weights."""
+    from savl.train.config import validate
+    from savl.train.stages import build_models
+
+    torch.manual_seed(5)
+    savl = build_models(validate({"profile": "smoke", "stage": "representation"}))["savl"]
+    path = save_model(savl, tmp_path / "savl.safetensors")
+    net = build_models(validate(_smoke_cfg("code", tmp_path, encoder=path)))["srnet"]
+    assert net.config.encoder == savl.encoder.config
+    assert all(torch.equal(net.encoder.state_dict()[k], v) for k, v in savl.encoder.state_dict().items())
+    assert not any(p.requires_grad for p in net.encoder.parameters())
+    with pytest.raises(ConfigError, match="SAVL or AmortizedEncoder"):
+        other = save_model(_net("none"), tmp_path / "other.safetensors")
+        build_models(validate(_smoke_cfg("code", tmp_path, encoder=other)))
