@@ -19,29 +19,6 @@ from pathlib import Path
 
 import torch
 
-LEVELS = (0.0, 10 / 255, 25 / 255, 50 / 255)
-
-
-def score(encoder, seed: int = 0, crops: int = 16, mine_steps: int = 100) -> dict:
-    """Table 1 (noise level vs photo, pooled codes) and Table 5 (type/blur/noise, per-pixel codes), held out."""
-    from savl.analysis import decoupling, spatial_clustering
-    from savl.data import sample_images
-    from savl.data.split import HELD_OUT
-
-    photos = [(n, img[:3]) for n, img in sample_images(HELD_OUT)]
-    t1 = decoupling(encoder, photos, LEVELS, seed=seed, crop=64, crops_per_image=crops, mine_steps=mine_steps)
-    out = {
-        "t1_content_probe": t1["content"]["probe"],
-        "t1_noise_probe": t1["degradation"]["probe"],
-        "t1_content_hsic": t1["content"]["hsic"],
-        "t1_noise_hsic": t1["degradation"]["hsic"],
-    }
-    for setting in ("type", "blur", "noise"):
-        res = spatial_clustering(encoder, photos, setting, seed=seed, crop=256)
-        out[f"t5_{setting}"] = res["accuracy"]
-        out[f"t5_{setting}_chance"] = res["chance"]
-    return out
-
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,7 +32,7 @@ def main(argv=None) -> None:
     from savl.analysis.reference import HandcraftedCode
     from savl.models.savl import SAVL
     from savl.train.run import Run
-    from savl.zoo import held_out_representation_metrics
+    from savl.zoo import held_out_probe_metrics, held_out_representation_metrics
 
     todo = [(Path(r).name, "run", r) for r in args.runs] + [(r, r, None) for r in args.reference]
     for name, kind, path in todo:
@@ -86,7 +63,7 @@ def main(argv=None) -> None:
             encoder = SAVL.build("book")
         else:
             encoder = HandcraftedCode()
-        row.update(score(encoder, seed=args.seed))
+        row.update(held_out_probe_metrics(encoder, seed=args.seed))
         row["eval_s"] = time.perf_counter() - t0
         row["load_average"] = os.getloadavg()[0]
         with open(args.out, "a") as f:

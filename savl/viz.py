@@ -14,7 +14,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from savl.errors import ImageError
+from savl.errors import DataError, ImageError
 
 #: Distinct colours for label maps (Table 5 classes); the tab10 palette, colour-blind friendlier than jet.
 LABEL_COLOURS = plt.get_cmap("tab10").colors
@@ -111,3 +111,145 @@ def show_labels(ax, labels: torch.Tensor | np.ndarray, names: Sequence[str], tit
     if title:
         ax.set_title(title, fontsize=9)
     return im
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics over seeds and photos (seaborn; imported when first used, so `import savl.viz` stays light)
+
+
+def _check_columns(frame, columns) -> None:
+    missing = [c for c in columns if c is not None and c not in frame.columns]
+    if missing:
+        have = ", ".join(map(str, frame.columns))
+        raise DataError(f"the table has no column(s) {', '.join(missing)}; it has {have}")
+    if frame.empty:
+        raise DataError("nothing to plot: the table is empty")
+
+
+def _spread_frame(data, value: str, group: str, hue: str | None):
+    """A long DataFrame (one row per observation) from a DataFrame or a {group: values} mapping."""
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        frame = data
+    else:
+        rows = [(str(g), float(v)) for g, values in dict(data).items() for v in np.ravel(values)]
+        frame = pd.DataFrame(rows, columns=[group, value])
+    _check_columns(frame, (group, value, hue))
+    return frame
+
+
+def spread_plot(
+    data,
+    value: str = "value",
+    group: str = "group",
+    reference: float | dict | None = None,
+    reference_label: str = "paper",
+    kind: str = "strip",
+    hue: str | None = None,
+    order: Sequence[str] | None = None,
+    ax=None,
+    ylabel: str | None = None,
+):
+    """The spread of a result over seeds or photos: one strip (or box) of points per ``group``, the mean of each
+    group as a black bar, and the paper's value as a labelled dashed line.
+
+    ``data``: a DataFrame with columns ``group`` and ``value`` (and ``hue`` when given; one row per seed or photo),
+    or a mapping {group: values}. ``reference``: one number (a line across the plot) or {group: number} (a short
+    line over each group; groups without a value get none). ``kind``: "strip" or "box" (a box per group with the
+    points on top). Returns the Axes.
+
+    Example::
+
+        spread_plot({"SAVL": [61.0, 59.8, 62.3], "deterministic": [48.1, 50.2, 47.7]},
+                    value="accuracy (%)", reference={"SAVL": 61.2, "deterministic": 49.5})
+    """
+    import seaborn as sns
+
+    if kind not in ("strip", "box"):
+        raise DataError(f"kind must be 'strip' or 'box', got {kind!r}")
+    frame = _spread_frame(data, value, group, hue)
+    order = list(order) if order is not None else list(dict.fromkeys(frame[group].astype(str)))
+    frame = frame.assign(**{group: frame[group].astype(str)})
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(3.2, 1.1 * len(order) + 1.6), 3.2))
+    if kind == "box":
+        import warnings
+
+        with warnings.catch_warnings():  # seaborn 0.13 still passes matplotlib 3.11's deprecated `vert`
+            warnings.filterwarnings("ignore", message=".*vert: bool.*")
+            sns.boxplot(
+                data=frame, x=group, y=value, hue=hue, order=order, ax=ax, fill=False, showfliers=False, width=0.5
+            )
+    sns.stripplot(data=frame, x=group, y=value, hue=hue, order=order, ax=ax, dodge=hue is not None, size=5,
+                  jitter=0.15, alpha=0.8, legend=hue is not None and kind == "strip")
+    means = frame.groupby(group, sort=False)[value].mean()
+    for i, name in enumerate(order):
+        if name in means.index:
+            ax.hlines(means[name], i - 0.3, i + 0.3, color="k", lw=2, zorder=5,
+                      label="mean" if i == 0 else None)
+    if isinstance(reference, dict):
+        first = True
+        for i, name in enumerate(order):
+            if name in reference and reference[name] is not None:
+                ref = float(reference[name])
+                ax.hlines(ref, i - 0.42, i + 0.42, color="C3", ls="--", lw=1.5, zorder=6,
+                          label=reference_label if first else None)
+                ax.annotate(f"{ref:g}", (i + 0.44, ref), fontsize=8, color="C3", va="center")
+                first = False
+    elif reference is not None:
+        ax.axhline(float(reference), color="C3", ls="--", lw=1.5, label=f"{reference_label}: {float(reference):g}")
+    ax.set_xlabel("")
+    ax.set_ylabel(ylabel or value, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def rate_distortion_plot(
+    data,
+    rate: str = "kl",
+    distortion: str = "rec",
+    group: str = "beta",
+    ax=None,
+    xlabel: str = "KL (nats per pixel)",
+    ylabel: str = "reconstruction L1",
+    group_label: str = "β",
+):
+    """The rate-distortion picture with its uncertainty: one point per run (seed), and for each ``group`` (the KL
+    weight beta) the mean of its runs with error bars of one standard deviation (ddof 1; none for one run) in
+    both coordinates, the means joined in order of the group value.
+
+    ``data``: a DataFrame or a mapping of columns with ``rate`` (x, KL in nats per pixel), ``distortion`` (y) and
+    ``group``. Returns the Axes.
+
+    Example::
+
+        rate_distortion_plot({"beta": [1e-4, 1e-4, 1e-2, 1e-2], "seed": [0, 1, 0, 1],
+                              "kl": [2.1, 2.3, 0.4, 0.5], "rec": [0.011, 0.012, 0.030, 0.028]})
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(dict(data))
+    _check_columns(frame, (rate, distortion, group))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 3.8))
+    levels = sorted(frame[group].unique())
+    palette = dict(zip(levels, sns.color_palette("viridis", len(levels))))
+    sns.scatterplot(data=frame, x=rate, y=distortion, hue=group, palette=palette, ax=ax, s=28, alpha=0.6, legend=False)
+    stats = frame.groupby(group)[[rate, distortion]].agg(["mean", "std", "count"]).loc[levels]
+    ax.plot(stats[(rate, "mean")], stats[(distortion, "mean")], color="grey", lw=1, zorder=1)
+    for level in levels:
+        row = stats.loc[level]
+        n = int(row[(rate, "count")])
+        xerr = float(row[(rate, "std")]) if n > 1 else 0.0
+        yerr = float(row[(distortion, "std")]) if n > 1 else 0.0
+        ax.errorbar(row[(rate, "mean")], row[(distortion, "mean")], xerr=xerr, yerr=yerr, fmt="s", ms=6,
+                    color=palette[level], mec="k", capsize=3, zorder=4,
+                    label=f"{group_label} = {level:g} ({n} run{'s' if n != 1 else ''})")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, title="mean ± 1 sd", title_fontsize=8)
+    return ax

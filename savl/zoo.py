@@ -313,6 +313,40 @@ def held_out_representation_metrics(model, device: str = "cpu", crops: int = 24,
     return out
 
 
+#: Table 1's noise levels (std on [0, 1]) for the held-out probes.
+PROBE_LEVELS = (0.0, 10 / 255, 25 / 255, 50 / 255)
+
+
+def held_out_probe_metrics(encoder, seed: int = 0, crops: int = 16, mine_steps: int = 100) -> dict:
+    """Table 1 and Table 5 on the held-out photos (never trained on), for any encoder of savl.analysis.
+
+    Table 1: 64-pixel HR crops (`crops` per photo), bicubic x1/4, Gaussian noise at PROBE_LEVELS; the pooled
+    posterior mean's 5-fold linear-probe accuracy for the photo (content, chance 1/4) and the noise level
+    (degradation, chance 1/4), and HSIC. Table 5: per-pixel codes of the 256-pixel centre crops with random
+    patchwise degradations (type / blur / noise), k-means accuracy after Hungarian matching, and what a
+    constant code scores (the majority label's share).
+    """
+    from savl.analysis import decoupling, spatial_clustering
+    from savl.data import sample_images
+    from savl.data.split import HELD_OUT
+
+    photos = [(n, img[:3]) for n, img in sample_images(HELD_OUT)]
+    t1 = decoupling(encoder, photos, PROBE_LEVELS, seed=seed, crop=64, crops_per_image=crops, mine_steps=mine_steps)
+    out = {
+        "eval_seed": seed,
+        "t1_content_probe": t1["content"]["probe"],
+        "t1_noise_probe": t1["degradation"]["probe"],
+        "t1_content_hsic": t1["content"]["hsic"],
+        "t1_noise_hsic": t1["degradation"]["hsic"],
+        "t1_chance": t1["content"]["chance"],
+    }
+    for setting in ("type", "blur", "noise"):
+        res = spatial_clustering(encoder, photos, setting, seed=seed, crop=256)
+        out[f"t5_{setting}"] = res["accuracy"]
+        out[f"t5_{setting}_chance"] = res["chance"]
+    return out
+
+
 # ------------------------------------------------------------------------------------------- build / card
 def _wall_time(run) -> float | None:
     """Wall seconds of training, from the log (s_per_step over each logging interval)."""
@@ -361,7 +395,10 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
     if e.kind == "sr":
         held_out = {p: held_out_sr_metrics(model, p, device) for p in SR_PROTOCOLS}
     else:
-        held_out = {"realesrgan_crops": held_out_representation_metrics(model, device)}
+        held_out = {
+            "realesrgan_crops": held_out_representation_metrics(model, device),
+            "probes": held_out_probe_metrics(model),
+        }
     cfg = run.config
     env = run.env if (run.path / "env.json").is_file() else {}
     card = {
@@ -471,3 +508,18 @@ def summary_rows(root: str | os.PathLike | None = None) -> list[dict]:
                 row["held_out"] = f"rec L1 {rep['rec_l1']:.4f} (zero code {rep['rec_l1_zero_code']:.4f})"
         rows.append(row)
     return rows
+
+
+def seed_cards(family: str, root: str | os.PathLike | None = None) -> list[dict]:
+    """The cards of the shipped seeds of one family: entries named `<family>-s<N>` whose files are present, in
+    seed order (each card has its seed under "config"). A chapter aggregates them (mean and spread over seeds)
+    and says how many seeds there are; an entry listed but not shipped is left out."""
+    import re
+
+    pattern = re.compile(rf"{re.escape(family)}-s(\d+)")
+    found = []
+    for name in entries(root):
+        m = pattern.fullmatch(name)
+        if m and is_present(name, root):
+            found.append((int(m.group(1)), read_card(name, root)))
+    return [card for _, card in sorted(found, key=lambda t: t[0])]

@@ -176,8 +176,8 @@ def test_previous_stage_inherits_device_precision_and_threads():
 
     cfg = load_config(
         Path(__file__).resolve().parents[1] / "configs/smoke/stage2.yaml",
-        ["device=cuda", "precision=bf16", "threads=1", "profile=book"],
+        ["device=cuda", "precision=bf16", "threads=1", "profile=book", "seed=7"],
     )
     prev = init_config(cfg)
     assert prev is not None
-    assert (prev.device, prev.precision, prev.threads, prev.profile) == ("cuda", "bf16", 1, "book")
+    assert (prev.device, prev.precision, prev.threads, prev.profile, prev.seed) == ("cuda", "bf16", 1, "book", 7)

@@ -275,3 +275,24 @@ def test_savl_decoder_reads_the_clean_gt_not_the_sharpened_target(stage, generat
     if stage == "joint":
         sr, _ = models["srnet"].forward_with_posterior(lr)
         assert torch.allclose(terms["sr_l1"], (sr - sharpened).abs().mean())
+
+
+def test_mixture_protocol_degrades_each_batch_with_one_named_protocol():
+    """data.protocol a+b: one protocol per batch, drawn from the run's generator (same seed, same draws)."""
+    from savl.degrade.protocols import get_protocol
+    from savl.train.data import _degradation
+
+    cfg = load_config(None, ["profile=smoke", "stage=representation", "data.protocol=bicubic+table5-noise"])
+    mix = _degradation(cfg)
+    hr = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    bicubic = get_protocol("bicubic")(hr, torch.Generator())[0]
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    seen = set()
+    for _ in range(12):
+        a, _ = mix(hr, g1)
+        b, _ = mix(hr, g2)
+        assert torch.equal(a, b)
+        seen.add("bicubic" if torch.equal(a, bicubic) else "noise")
+    assert seen == {"bicubic", "noise"}
+    with pytest.raises(ConfigError, match="unknown degradation protocol"):
+        _degradation(load_config(None, ["profile=smoke", "data.protocol=bicubic+nope"]))

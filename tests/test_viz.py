@@ -78,3 +78,108 @@ def test_label_cmap_and_show_labels():
     with pytest.raises(ImageError):
         label_cmap(0)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- seaborn plots
+def _points(ax) -> np.ndarray:
+    """Every scatter point drawn on ``ax`` (PathCollection offsets), as an (n, 2) array."""
+    from matplotlib.collections import PathCollection
+
+    offsets = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    return np.concatenate([np.asarray(o) for o in offsets if len(o)]) if offsets else np.zeros((0, 2))
+
+
+def _hline_segments(ax, colour_index: int | None = None) -> list[tuple[float, float, float]]:
+    """(x0, x1, y) of every horizontal segment drawn with hlines (LineCollections)."""
+    from matplotlib.collections import LineCollection
+
+    out = []
+    for c in ax.collections:
+        if isinstance(c, LineCollection):
+            for seg in c.get_segments():
+                if len(seg) == 2 and seg[0][1] == seg[1][1]:
+                    out.append((float(seg[0][0]), float(seg[1][0]), float(seg[0][1])))
+    return out
+
+
+SEEDS = {"SAVL": [61.0, 59.8, 62.3], "deterministic": [48.1, 50.2, 47.7, 49.0]}
+
+
+def test_spread_plot_draws_every_value_the_means_and_the_papers_lines():
+    from savl.viz import spread_plot
+
+    ax = spread_plot(SEEDS, value="accuracy (%)", reference={"SAVL": 61.2, "deterministic": 49.5})
+    pts = _points(ax)
+    assert len(pts) == 7
+    # the points of group i sit around x = i, each group's values exactly
+    for i, values in enumerate(SEEDS.values()):
+        mine = pts[np.abs(pts[:, 0] - i) < 0.45]
+        np.testing.assert_allclose(np.sort(mine[:, 1]), np.sort(values))
+    ys = sorted(round(y, 9) for _, _, y in _hline_segments(ax))
+    expected = sorted(round(v, 9) for v in (np.mean(SEEDS["SAVL"]), np.mean(SEEDS["deterministic"]), 61.2, 49.5))
+    assert ys == expected
+    labels = ax.get_legend_handles_labels()[1]
+    assert "paper" in labels and "mean" in labels
+    assert ax.get_ylabel() == "accuracy (%)"
+    plt.close(ax.figure)
+
+
+def test_spread_plot_from_a_dataframe_with_one_reference_and_boxes():
+    import pandas as pd
+
+    from savl.viz import spread_plot
+
+    frame = pd.DataFrame({"photo": ["a", "a", "b", "b", "b"], "psnr": [24.0, 25.0, 22.0, 23.5, 23.0]})
+    ax = spread_plot(frame, value="psnr", group="photo", reference=24.4, kind="box")
+    assert len(_points(ax)) == 5
+    ref_lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("paper")]
+    assert len(ref_lines) == 1 and ref_lines[0].get_label() == "paper: 24.4"
+    np.testing.assert_allclose(ref_lines[0].get_ydata(), [24.4, 24.4])
+    assert ax.patches or len(ax.get_lines()) > 1  # the boxes
+    plt.close(ax.figure)
+
+
+def test_spread_plot_refuses_bad_tables():
+    import pandas as pd
+
+    from savl.errors import DataError
+    from savl.viz import spread_plot
+
+    with pytest.raises(DataError, match="no column"):
+        spread_plot(pd.DataFrame({"x": [1.0]}), value="psnr", group="photo")
+    with pytest.raises(DataError, match="empty"):
+        spread_plot({})
+    with pytest.raises(DataError, match="strip"):
+        spread_plot(SEEDS, kind="violin")
+
+
+def test_rate_distortion_plot_marks_means_and_one_sd_per_group():
+    from matplotlib.container import ErrorbarContainer
+
+    from savl.viz import rate_distortion_plot
+
+    data = {
+        "beta": [1e-4, 1e-4, 1e-4, 1e-2, 1e-2, 1.0],
+        "seed": [0, 1, 2, 0, 1, 0],
+        "kl": [2.1, 2.3, 2.6, 0.4, 0.5, 0.01],
+        "rec": [0.011, 0.012, 0.010, 0.030, 0.028, 0.05],
+    }
+    ax = rate_distortion_plot(data)
+    pts = _points(ax)
+    assert len(pts) == 6
+    np.testing.assert_allclose(np.sort(pts[:, 0]), np.sort(data["kl"]))
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 3
+    kl, rec, beta = (np.array(data[k]) for k in ("kl", "rec", "beta"))
+    for container, level in zip(bars, (1e-4, 1e-2, 1.0)):
+        sel = beta == level
+        centre = container.lines[0]
+        np.testing.assert_allclose([centre.get_xdata()[0], centre.get_ydata()[0]], [kl[sel].mean(), rec[sel].mean()])
+        x_bar, y_bar = (seg.get_segments()[0] for seg in container.lines[2])
+        sd_x = kl[sel].std(ddof=1) if sel.sum() > 1 else 0.0
+        sd_y = rec[sel].std(ddof=1) if sel.sum() > 1 else 0.0
+        np.testing.assert_allclose(x_bar[:, 0], [kl[sel].mean() - sd_x, kl[sel].mean() + sd_x])
+        np.testing.assert_allclose(y_bar[:, 1], [rec[sel].mean() - sd_y, rec[sel].mean() + sd_y])
+        assert container.get_label().endswith(f"({sel.sum()} run{'s' if sel.sum() > 1 else ''})")
+    assert ax.get_xlabel() == "KL (nats per pixel)"
+    plt.close(ax.figure)

@@ -84,8 +84,8 @@ class DataConfig(_Strict):
     layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
     gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
     scale: Literal[4] = 4
-    # a savl.degrade.protocols name; realesrgan: Real-ESRGAN's two-stage pipeline; "manet": MANet's spatially
-    # variant kernels (Table 4) with the mode drawn per image from 1-5, noise 15 (savl.train.data.ManetModes)
+    # a savl.degrade.protocols name, or a+b: one of them per batch; "manet": MANet's spatially variant kernels
+    # (Table 4) with the mode drawn per image from 1-5, noise 15 (savl.train.data.ManetModes)
     protocol: str = "realesrgan"
     pool_size: int | None = Field(None, ge=0)  # 0: no pool; else a multiple of the per-rank batch
     usm: bool = True  # Real-ESRGAN sharpens the GT before degrading it and uses it as the loss target
@@ -261,7 +261,7 @@ class TrainConfig(_Strict):
             raise ValueError("model.guidance code needs a trained SAVL encoder: set model.encoder_from or init_from")
         if m.guidance == "kernel":
             # the kernel map exists only for MANet's protocol, and the pool would separate it from its LR image
-            if d.protocol != "manet" and not d.protocol.startswith("manet-mode"):
+            if d.protocol != "manet" and not (d.protocol.startswith("manet-mode") and "+" not in d.protocol):
                 raise ValueError(f"model.guidance kernel needs data.protocol manet (or manet-modeN), got {d.protocol}")
             if d.source != "paired" and not d.val_protocol.startswith("manet-mode"):
                 raise ValueError(f"model.guidance kernel needs data.val_protocol manet-modeN, got {d.val_protocol}")
@@ -421,7 +421,8 @@ _HASH_EXCLUDED = {
 
 def init_config(cfg: TrainConfig) -> TrainConfig | None:
     """The previous stage's config when `init_from` names a YAML file; it inherits our profile, device,
-    precision, thread count and output root (so `--set profile=paper --set device=cuda` moves the whole chain)."""
+    precision, seed, thread count and output root (so `--set profile=paper --set device=cuda` or `--set seed=2`
+    moves the whole chain)."""
     if not cfg.init_from:
         return None
     p = Path(cfg.init_from)
@@ -431,6 +432,7 @@ def init_config(cfg: TrainConfig) -> TrainConfig | None:
             f"output={cfg.output}",
             f"device={cfg.device}",
             f"precision={cfg.precision}",
+            f"seed={cfg.seed}",
         ]
         if cfg.threads is not None:
             inherited.append(f"threads={cfg.threads}")

@@ -96,9 +96,25 @@ class _OneMode(ManetModes):
         self.name = f"manet-mode{mode}"
 
 
+class _Mixture:
+    """`data.protocol: a+b+c`: each batch is degraded by one of the named protocols, drawn uniformly from the
+    run's degradation generator (so a resumed run draws the same sequence). No USM target (target = GT)."""
+
+    def __init__(self, names: list[str]):
+        from savl.degrade.protocols import get_protocol
+
+        self.protocols = [get_protocol(n) for n in names]
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator):
+        i = int(torch.randint(len(self.protocols), (1,), generator=generator, device=generator.device))
+        return self.protocols[i](hr, generator)
+
+
 def _degradation(cfg):
-    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config), MANet's modes (`ManetModes`) or a named
-    protocol."""
+    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config), a mixture (a+b), MANet's modes
+    (`ManetModes`) or a named protocol."""
+    if "+" in cfg.data.protocol:
+        return _Mixture(cfg.data.protocol.split("+"))
     from savl.degrade.protocols import MANET_NOISE
 
     p = cfg.data.protocol
