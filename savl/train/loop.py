@@ -23,7 +23,7 @@ from torch import nn
 from savl.errors import ConfigError, ModelFileError, SavlError
 from savl.train import checkpoint as ckpt
 from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, load_config, run_name
-from savl.train.data import BatchSource, _rank_seed, hr_training_files, validation_set
+from savl.train.data import BatchSource, _rank_seed, hr_training_files, validation_guide, validation_set
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
 from savl.train.run import Run, RunLock, clear_run, find_run, looks_like_run, run_dir
@@ -365,10 +365,12 @@ class _Trainer:
             lr_now = cfg.lr_at(step)
             for g in self.opt.param_groups:
                 g["lr"] = lr_now
-            lr_img, target, real = self.source.next()
+            lr_img, target, real, guide = self.source.next()
             self.objective.train()
             with self._autocast():
-                terms = self.model(lr_img, target, step, self.noise, real)
+                # the batch's kernel map goes to the rrdb_sft objective only (other objectives take five arguments)
+                extra = (guide,) if cfg.stage == "rrdb_sft" else ()
+                terms = self.model(lr_img, target, step, self.noise, real, *extra)
             sr = terms.pop("sr", None)
             if self.disc is not None:
                 self.disc.requires_grad_(False)
@@ -464,7 +466,10 @@ class _Trainer:
                 item = self.valset[i]
                 lr = item["lr"][None].to(self.dev)
                 hr = item["hr"][None].to(self.dev)
-                if net is not None:
+                if getattr(getattr(net, "config", None), "guidance", None) == "kernel":  # rrdb_sft
+                    pred = net(lr, validation_guide(self.valset, i, self.dev)).clamp(0, 1).float()
+                    scores.append(float(_psnr(pred, hr, scale)[0]))
+                elif net is not None:
                     pred = net(lr).clamp(0, 1).float()
                     scores.append(float(_psnr(pred, hr, scale)[0]))
                 else:  # representation stage: how well the decoder re-degrades the GT with the mean code
