@@ -216,7 +216,9 @@ def test_bad_arguments_raise_config_errors():
 
 
 def _subnormal(k: np.ndarray) -> np.ndarray:
-    k = np.abs(k.astype(np.float32))
+    # Compared in float64: a float32 cast would itself flush subnormals to zero in a process where an earlier
+    # test (a training run, the savl command) has set the flush-to-zero flag on this thread.
+    k = np.abs(k.astype(np.float64))
     return (k > 0) & (k < np.finfo(np.float32).tiny)
 
 
