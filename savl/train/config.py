@@ -77,7 +77,12 @@ class DataConfig(_Strict):
 
     source: Literal["samples", "hr_folder", "paired"] = "samples"
     names: list[str] | None = None  # sample photos to train on (default: all)
-    root: str | None = None  # hr_folder / paired root
+    # hr_folder: data roots (one folder or a list; default $SAVL_DATA, else where `savl data download` puts
+    # datasets) in which `folders` / `meta_info` are looked up; without those, the roots are the image folders.
+    # paired: the one LR/HR folder.
+    root: str | list[str] | None = None
+    folders: list[str] | None = None  # hr_folder: image folders under a root (globs allowed), searched recursively
+    meta_info: str | None = None  # hr_folder: a file listing the training images (Real-ESRGAN style); wins
     layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
     gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
     scale: Literal[4] = 4
@@ -89,6 +94,9 @@ class DataConfig(_Strict):
     val_count: int | None = Field(None, ge=1)
     val_size: int | None = Field(None, ge=4)  # centre crop (HR) of each validation photo
     val_protocol: str = "realesrgan"
+    # A paired real set to validate on instead of the synthetic one: a folder (lr/+hr/, RealSR or DRealSR
+    # layout, as `savl eval --data` reads) or a catalogued name (RealSR, DRealSR) under the data roots.
+    val_data: str | None = None
 
 
 class ModelConfig(_Strict):
@@ -228,8 +236,13 @@ class TrainConfig(_Strict):
                 object.__setattr__(obj, key, value)  # no re-validation loop
         if self.data.gt_size % self.data.scale:
             raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of data.scale {self.data.scale}")
-        if self.data.source in ("hr_folder", "paired") and not self.data.root:
-            raise ValueError(f"data.root is required for data.source={self.data.source}")
+        d = self.data
+        if d.source == "paired" and not isinstance(d.root, str):
+            raise ValueError("data.root (one folder) is required for data.source=paired")
+        if d.source == "hr_folder" and not (d.root or d.folders or d.meta_info):
+            raise ValueError("data.source=hr_folder needs data.root, data.folders or data.meta_info")
+        if d.source != "hr_folder" and (d.folders or d.meta_info):
+            raise ValueError(f"data.folders and data.meta_info apply to data.source=hr_folder, not {d.source}")
         return self
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ from torch import nn
 from savl.errors import ConfigError, ModelFileError, SavlError
 from savl.train import checkpoint as ckpt
 from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, load_config, run_name
-from savl.train.data import BatchSource, _rank_seed, validation_set
+from savl.train.data import BatchSource, _rank_seed, hr_training_files, validation_set
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
 from savl.train.run import Run, RunLock, clear_run, find_run, looks_like_run, run_dir
@@ -295,20 +295,23 @@ class _Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        # The training images are listed before anything is built or trained (init_from may train a previous
+        # stage first): a missing dataset fails here, in one line, naming the command that fetches it.
+        files = hr_training_files(cfg) if cfg.data.source == "hr_folder" else None
         latest = self._prepare_dir(resume, fresh)
         if info.main:
             # Not finished until this training says so: a stale done.json must not vouch for new weights.
             (self.run_dir / "done.json").unlink(missing_ok=True)
         self._build()
-        self.source = BatchSource(cfg, info.rank, info.world, self.dev)
+        self.source = BatchSource(cfg, info.rank, info.world, self.dev, files=files)
         start = self._restore(latest) if latest is not None else 0
         if info.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_text(self.run_dir / "config.yaml", dump_yaml(cfg))
             atomic_text(self.run_dir / "env.json", json.dumps(environment(self.dev, info.world), indent=2) + "\n")
         self.valset = None
-        if info.main and (cfg.val_every or cfg.data.source != "paired"):
-            self.valset = validation_set(cfg, self.run_dir / "valset") if cfg.data.source != "paired" else None
+        if info.main and (cfg.data.val_data or cfg.data.source != "paired"):
+            self.valset = validation_set(cfg, self.run_dir / "valset")
         info.barrier()
         log = MetricsLog(self.run_dir, start if latest is not None else None) if info.main else None
         total = cfg.schedule.iterations
