@@ -33,6 +33,11 @@ def test_seed_summary_matches_numpy_and_difference_is_welch():
     one = zr.seed_summary([0.5])
     assert one["sd"] == 0.0 and not zr.difference(one, b)["resolved"]
     assert zr.mean_sd(a) == f"{100 * a['mean']:.1f} ± {100 * a['sd']:.1f}"
+    assert zr.mean_sd(one) == "50.0" and zr.seeds(1) == "1 seed" and zr.seeds(3) == "3 seeds"
+    assert zr.diff_text(d, a, b) == f"{100 * d['diff']:+.1f} ± {100 * d['se']:.1f} points"
+    close = zr.difference(a, zr.seed_summary([0.6, 0.61, 0.62]))
+    assert zr.diff_text(close, a, a).endswith("not resolved")
+    assert "no error bar" in zr.diff_text(zr.difference(one, b), one, b)
     with pytest.raises(DataError):
         zr.seed_summary([])
 

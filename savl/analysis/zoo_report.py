@@ -89,10 +89,26 @@ def difference(a: dict, b: dict) -> dict:
 
 
 def mean_sd(s: dict, scale: float = 100.0, digits: int = 1) -> str:
-    """'61.2 ± 1.3' (scaled) for a seed_summary; just the value for one seed."""
+    """'61.2 ± 1.3' (scaled) for a seed_summary; just the value for one seed (a row or sentence says how many)."""
     if s["n"] == 1:
-        return f"{scale * s['mean']:.{digits}f} (1 seed)"
+        return f"{scale * s['mean']:.{digits}f}"
     return f"{scale * s['mean']:.{digits}f} ± {scale * s['sd']:.{digits}f}"
+
+
+def diff_text(d: dict, a: dict, b: dict, scale: float = 100.0, digits: int = 1, unit: str = " points") -> str:
+    """A `difference` in words: '+2.5 ± 0.8 points', '..., not resolved' when |d| <= 2 se, and no error bar
+    (and never resolved) when either side has a single seed."""
+    value = f"{scale * d['diff']:+.{digits}f}{unit}"
+    if a["n"] < 2 or b["n"] < 2:
+        return value + " (one seed on a side: no error bar, not resolved)"
+    return f"{scale * d['diff']:+.{digits}f} ± {scale * d['se']:.{digits}f}{unit}" + (
+        "" if d["resolved"] else ", not resolved"
+    )
+
+
+def seeds(n: int) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} seed" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------------------------------- Fig. 12 swap
