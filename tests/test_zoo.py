@@ -217,3 +217,21 @@ def test_held_out_representation_metrics_follow_the_posterior():
     det = SAVL(AmortizedEncoder(EncoderConfig.smoke(), deterministic=True), Decoder(DecoderConfig.smoke()),
                variant="deterministic")
     assert "kl_nats_per_pixel" not in zoo.held_out_representation_metrics(det, crops=2, size=32)
+
+
+def test_seed_cards_returns_the_shipped_seeds_of_a_family_in_seed_order(tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    lines = ["models:"]
+    for name in ("fam-s2", "fam-s0", "fam-s1", "fam-s10x", "other-s0"):
+        lines += [f"  {name}:", "    config: cfg.yaml", "    artefact: srnet", "    kind: sr"]
+    (root / "zoo.yaml").write_text("\n".join(lines) + "\n")
+    for name, seed in (("fam-s2", 2), ("fam-s0", 0), ("other-s0", 0), ("fam-s10x", 10)):  # fam-s1 not shipped
+        folder = root / name
+        folder.mkdir()
+        weights = folder / f"{name}.safetensors"
+        weights.write_bytes(b"w" + name.encode())
+        card = {"name": name, "config": {"seed": seed}, "files": {weights.name: zoo.sha256(weights)}}
+        (folder / "card.json").write_text(json.dumps(card))
+    assert [c["name"] for c in zoo.seed_cards("fam", root)] == ["fam-s0", "fam-s2"]
+    assert zoo.seed_cards("missing", root) == []
