@@ -11,6 +11,18 @@ on CPU, `torch.cuda.max_memory_allocated` on CUDA. Training FLOPs per image of t
 counted with `torch.utils.flop_counter` on the meta device (no compute), which gives MFU on a GPU and the
 projected schedule time from an explicit throughput assumption when no GPU was measured.
 Writes `train_step_<device>.json` and `.md` under --out (default benchmarks/results), atomically.
+
+    python benchmarks/train_step.py --compare --device cuda --allow-compile        (benchmarks/gpu_benchmark.sh)
+    python benchmarks/train_step.py --compare --profile smoke --batch 2 --lr-patch 16   (the same on a CPU, tiny)
+
+--compare times the joint and frozen-L1 steps of the paper-size networks (batch 32, 64x64 LR by default) on
+random batches in one process, under each speed option (VARIANTS: bf16 autocast, SDPA or FlexAttention,
+channels_last, torch.compile) beside the naive reference (fp32, eager, materialised attention), with images/s,
+peak memory, compile time, MFU against the device's bf16 peak (PEAK_TFLOPS, sourced) and the projected
+1.6 M-iteration schedule; it writes after every measurement and skips what would overrun --budget-s.
+Writes `train_step_gpu.*` on CUDA, `train_step_compare_cpu.*` on a CPU (or --name).
+--ddp-check (under torchrun) starts the process group savl.train.distributed would (NCCL on CUDA, gloo on CPU)
+and checks an all-reduce and two DDP steps.
 """
 
 from __future__ import annotations
@@ -23,15 +35,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from savl.provenance import atomic_write_text, cpu_model, git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"representation": "representation", "joint": "stage1", "frozen_l1": "stage2", "gan": "stage3"}
-PAPER_ITERATIONS = {"joint": 200_000, "frozen_l1": 800_000, "gan": 600_000}  # §5.1
-# Dense peak throughput (TFLOP/s) of GPUs we may meet, for MFU: H100 SXM bf16 989, tf32 495 (no sparsity).
-PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0, "tf32": 495.0}, "H200": {"bf16": 989.0, "fp32": 67.0}}
+PAPER_ITERATIONS = {"joint": 200_000, "frozen_l1": 800_000, "gan": 600_000}  # the paper, §4.1
+# Dense peak throughput (TFLOP/s, no 2:4 sparsity) of GPUs we may meet, for MFU, matched by a substring of
+# torch.cuda.get_device_name (first match wins, so the NVL / PCIe parts come before the SXM ones). Sources: NVIDIA's
+# data sheets, which quote Tensor Core figures with sparsity: H200 SXM "BFLOAT16 1,979 TFLOPS", "TF32 989",
+# "FP32 67" (H200 NVL: 1,671 / 835 / 60); H100 SXM 1,979 / 989 / 67 (H100 PCIe 1,513 / 756 / 51); A100
+# (SXM and PCIe) 624 / 312 / 19.5 (its data sheet gives dense and sparse; dense is half of the sparse figure).
+PEAK_TFLOPS = {
+    "H200 NVL": {"bf16": 835.5, "tf32": 417.5, "fp32": 60.0},
+    "H200": {"bf16": 989.5, "tf32": 494.5, "fp32": 67.0},
+    "H100 PCIe": {"bf16": 756.5, "tf32": 378.0, "fp32": 51.0},
+    "H100": {"bf16": 989.5, "tf32": 494.5, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
+}
+PEAK_SOURCE = "NVIDIA data sheets (dense = half the quoted 2:4-sparsity Tensor Core figure)"
 
 
 def _one(args) -> dict:
@@ -56,6 +80,10 @@ def _one(args) -> dict:
             "checkpoint_every=null",
             "progress=none",
             "init_from=null",  # speed does not depend on where the weights come from
+            # nor on where the HR patches come from (configs/paper read DF2K + OST, which a benchmark need not have)
+            "data.source=samples",
+            "data.meta_info=null",
+            "workers=0",
         ]
         if args.one == "gan":
             # the book config drops the perceptual term offline; time it with a random trunk (same cost)
@@ -168,6 +196,465 @@ def _projection(flops: dict, measured: dict | None, gpu: str | None, precision: 
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# --compare: the paper-size joint and frozen-L1 steps under each speed option, beside a naive reference, one process
+
+# (name, precision, compile, attention, channels_last); the first is the naive reference.
+VARIANTS = {
+    "naive": ("fp32", False, "materialised", False),
+    "fp32-sdpa": ("fp32", False, "sdpa", False),
+    "bf16-materialised": ("bf16", False, "materialised", False),
+    "bf16-sdpa": ("bf16", False, "sdpa", False),
+    "bf16-sdpa-cl": ("bf16", False, "sdpa", True),
+    "bf16-sdpa-compile": ("bf16", True, "sdpa", False),
+    # FlexAttention (savl.models.hat.set_flex_attention): its kernels are compiled even when the model is not
+    "bf16-flex": ("bf16", False, "flex", False),
+    "bf16-flex-compile": ("bf16", True, "flex", False),
+}
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "bf16-flex-compile"]  # what fits the 8-minute GPU call
+COMPARE_STAGES = ("joint", "frozen_l1")
+
+
+def peak_tflops(device_name: str | None) -> tuple[str, dict] | tuple[None, None]:
+    """(table key, peaks) of the first PEAK_TFLOPS entry whose key is in the device name."""
+    for key, peaks in PEAK_TFLOPS.items():
+        if device_name and key in device_name:
+            return key, peaks
+    return None, None
+
+
+def step_flops(profile: str, lr_patch: int, stages=("joint", "frozen_l1", "gan")) -> dict:
+    """Model FLOPs (forward + backward, matmuls and convolutions as torch.utils.flop_counter counts them) of one
+    training step per LR patch, on the meta device, with the materialised attention (the same count for every
+    variant: MFU is model FLOPs per second over the peak). The GAN step adds the VGG19 perceptual loss and the
+    U-Net discriminator's generator and discriminator passes (Real-ESRGAN's stage)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from savl.losses import PerceptualLoss, gan_loss
+    from savl.train.config import load_config
+    from savl.train.stages import Objective, build_models
+
+    out = {}
+    with _attention("materialised"):
+        for stage in stages:
+            cfg = load_config(None, [f"profile={profile}", f"stage={stage}"])
+            with torch.device("meta"):
+                models = build_models(cfg)
+                objective = Objective(cfg, models)
+                perceptual = PerceptualLoss(weights=None) if stage == "gan" else None
+                lr = torch.rand(1, 3, lr_patch, lr_patch)
+                hr = torch.rand(1, 3, 4 * lr_patch, 4 * lr_patch)
+            counter = FlopCounterMode(display=False)
+            with counter:
+                terms = objective(lr, hr, step=1, generator=None)
+                loss = terms["loss"]
+                if stage == "gan":
+                    disc, sr = models["discriminator"], terms["sr"]
+                    loss = loss + perceptual(sr, hr) + gan_loss(disc(sr), True, for_discriminator=False)
+                loss.backward()
+                if stage == "gan":
+                    disc(torch.cat([hr, sr.detach()])).mean().backward()
+            out[stage] = counter.get_total_flops()
+    return out
+
+
+class _attention:
+    """Context: the whole model attends through SDPA (as shipped), materialises softmax(QK^T + bias) V, or uses
+    FlexAttention (on CUDA; elsewhere savl.models.hat keeps SDPA)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __enter__(self):
+        import savl.models.hat as hat
+
+        self.hat, self.orig = hat, hat.attention
+        self.flex = hat.set_flex_attention(self.kind == "flex")
+        if self.kind == "materialised":
+            orig = self.orig
+            hat.attention = lambda q, k, v, bias, scale, reference: orig(q, k, v, bias, scale, True)
+        return self
+
+    def __exit__(self, *exc):
+        self.hat.attention = self.orig
+        self.hat.set_flex_attention(self.flex)
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def measure_variant(stage: str, variant: str, args, dev) -> dict:
+    """Build the stage's paper-size (or --profile) networks, run warm-up + timed optimiser steps on random
+    batches; median s/step, compile time (first steps beyond the median), peak memory."""
+    import contextlib
+
+    import torch
+
+    from savl.train.config import load_config
+    from savl.train.stages import Objective, build_models
+
+    precision, compiled, attention, channels_last = VARIANTS[variant]
+    torch.manual_seed(0)
+    cfg = load_config(None, [f"profile={args.profile}", f"stage={stage}"])
+    models = build_models(cfg)
+    for m in models.values():
+        m.to(dev).train()
+    objective = Objective(cfg, models).to(dev)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    objective.to(memory_format=fmt)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99))
+    if compiled:
+        torch._dynamo.reset()
+        for m in models.values():
+            for child in m.children():
+                child.compile()  # per child, as the training loop compiles (state-dict keys stay plain)
+    g = torch.Generator(device=dev).manual_seed(1)
+    b, p = args.batch, args.lr_patch
+    lr = torch.rand(b, 3, p, p, device=dev, generator=g).contiguous(memory_format=fmt)
+    target = torch.rand(b, 3, 4 * p, 4 * p, device=dev, generator=g).contiguous(memory_format=fmt)
+    noise = torch.Generator(device=dev).manual_seed(2)
+    cast = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    def step(i: int) -> float:
+        _sync(dev)
+        t = time.perf_counter()
+        with cast:
+            terms = objective(lr, target, i, noise)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        _sync(dev)
+        return time.perf_counter() - t
+
+    with _attention(attention):
+        warm = [step(i) for i in range(args.warmup)]
+        times = [step(args.warmup + i) for i in range(args.steps)]
+    med = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    if attention == "flex" and dev.type != "cuda":
+        attention = "sdpa (flex: CUDA only)"
+    return {
+        "stage": stage,
+        "variant": variant,
+        "precision": precision,
+        "compile": compiled,
+        "attention": attention,
+        "channels_last": channels_last,
+        "s_per_step_median": med,
+        "s_per_step_all": times,
+        "warmup_s": warm,
+        # the first steps beyond a steady one: graph capture + code generation when compiled
+        "compile_s": (sum(warm) - med * len(warm)) if compiled or attention == "flex" else None,
+        "images_per_s": b / med,
+        "peak_memory_gib": peak,
+    }
+
+
+def measure_degradation(args, dev) -> dict:
+    """The Real-ESRGAN pipeline on one batch of HR patches on the device (the loop runs it before every step)."""
+    import torch
+
+    from savl.degrade.realesrgan import RealESRGANConfig, RealESRGANDegradation
+
+    deg = RealESRGANDegradation(RealESRGANConfig(scale=4, usm_sharpen_gt=True))
+    g = torch.Generator(device=dev).manual_seed(3)
+    hr = torch.rand(args.batch, 3, 4 * args.lr_patch, 4 * args.lr_patch, device=dev, generator=g)
+    times = []
+    for _ in range(args.warmup + args.steps):
+        _sync(dev)
+        t = time.perf_counter()
+        deg(hr, g, return_sharpened=True)
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    times = times[args.warmup :]
+    return {"s_per_batch_median": statistics.median(times), "s_per_batch_all": times}
+
+
+def compare(args) -> int:
+    """--compare: every variant of both stages in this process; results are written after each measurement,
+    so a run cut short by its time limit still leaves what it measured."""
+    import gc
+
+    import torch
+
+    t_start = time.perf_counter()
+    dev = torch.device(args.device)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        print(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    if variants[0] != "naive":
+        variants = ["naive", *[v for v in variants if v != "naive"]]  # the reference is always measured, first
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    key, peaks = peak_tflops(gpu)
+    out = Path(args.out)
+    name = args.name or ("train_step_gpu" if dev.type == "cuda" else "train_step_compare_cpu")
+    report = {
+        "benchmark": "train_step --compare",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": _machine(args.device),
+        "profile": args.profile,
+        "batch": args.batch,
+        "lr_patch": args.lr_patch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "peak": {"device": key, "tflops": peaks, "source": PEAK_SOURCE, "table": PEAK_TFLOPS},
+        "results": [],
+        "skipped": [],
+    }
+    if args.ddp_report and Path(args.ddp_report).is_file():
+        report["ddp_check"] = json.loads(Path(args.ddp_report).read_text())
+
+    def save() -> None:
+        _write(out / f"{name}.json", json.dumps(report, indent=2) + "\n")
+        _write(out / f"{name}.md", _compare_markdown(report))
+
+    t0 = time.perf_counter()
+    report["step_flops_per_lr_patch"] = step_flops(args.profile, args.lr_patch)
+    report["flop_count_s"] = time.perf_counter() - t0
+    report["degradation"] = measure_degradation(args, dev)
+    save()
+    for variant in variants:
+        if VARIANTS[variant][1] and not args.allow_compile:
+            report["skipped"].append({"variant": variant, "why": "compile not requested (--allow-compile)"})
+            continue
+        for stage in COMPARE_STAGES:
+            left = args.budget_s - (time.perf_counter() - t_start)
+            need = args.compile_reserve_s if VARIANTS[variant][1] or VARIANTS[variant][2] == "flex" else 0
+            if left <= need:
+                why = f"time budget ({left:.0f} s left)"
+                report["skipped"].append({"variant": variant, "stage": stage, "why": why})
+                save()
+                continue
+            try:
+                r = measure_variant(stage, variant, args, dev)
+            except torch.OutOfMemoryError as e:
+                r = None
+                report["skipped"].append({"variant": variant, "stage": stage, "why": f"out of memory ({e})"[:300]})
+            gc.collect()  # the variant's networks and optimiser state go before the next is built
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            if r is None:
+                save()
+                continue
+            flops = report["step_flops_per_lr_patch"][stage] * args.batch
+            r["model_tflops_per_s"] = flops / r["s_per_step_median"] / 1e12
+            r["mfu_bf16_peak"] = r["model_tflops_per_s"] / peaks["bf16"] if peaks else None
+            r["label"] = f"{stage} {variant}"
+            report["results"].append(r)
+            print(
+                f"{stage:9s} {variant:18s} {r['s_per_step_median']:.4f} s/step  {r['images_per_s']:8.1f} images/s"
+                + (f"  MFU {r['mfu_bf16_peak']:.1%}" if peaks else "")
+                + (f"  peak {r['peak_memory_gib']:.1f} GiB" if r["peak_memory_gib"] is not None else "")
+                + (f"  compile {r['compile_s']:.0f} s" if r["compile_s"] is not None else ""),
+                flush=True,
+            )
+            report["projection"] = _compare_projection(report)
+            save()
+    report["wall_s"] = time.perf_counter() - t_start
+    report["projection"] = _compare_projection(report)
+    save()
+    print(f"wrote {out / (name + '.md')}")
+    return 0
+
+
+def _compare_projection(rep: dict) -> dict:
+    """The paper's 1.6 M iterations on one device at the measured rates: per stage, the model step of the fastest
+    variant (and of the naive reference) plus the measured degradation of a batch; the GAN stage, not timed here,
+    is scaled from the frozen-L1 step by the counted FLOP ratio."""
+    flops = rep["step_flops_per_lr_patch"]
+    deg = rep["degradation"]["s_per_batch_median"]
+    by = {}
+    for r in rep["results"]:
+        by.setdefault(r["variant"], {})[r["stage"]] = r["s_per_step_median"]
+    complete = {v: s for v, s in by.items() if all(k in s for k in COMPARE_STAGES)}
+    if not complete:
+        return {}
+    ratio = flops["gan"] / flops["frozen_l1"]
+
+    def hours(s: dict) -> float:
+        per = {"joint": s["joint"], "frozen_l1": s["frozen_l1"], "gan": s["frozen_l1"] * ratio}
+        return sum((per[k] + deg) * PAPER_ITERATIONS[k] for k in PAPER_ITERATIONS) / 3600
+
+    best = min(complete, key=lambda v: complete[v]["joint"] + complete[v]["frozen_l1"])
+    out = {
+        "best_variant": best,
+        "best_hours": hours(complete[best]),
+        "gan_over_frozen_flop_ratio": ratio,
+        "degradation_s_per_step": deg,
+        "paper_reported_hours": 96.0,
+        "paper_hardware": "8 x RTX 3090",
+    }
+    if "naive" in complete:
+        out["naive_hours"] = hours(complete["naive"])
+        out["speedup_best_over_naive"] = {
+            k: complete["naive"][k] / complete[best][k] for k in COMPARE_STAGES
+        }
+    return out
+
+
+def _compare_markdown(rep: dict) -> str:
+    m = rep["machine"]
+    dev = m.get("gpu") or f"{m['cpu']} ({m['cores']} cores)"
+    f = rep.get("step_flops_per_lr_patch", {})
+    peak = rep["peak"]
+    lines = [
+        f"# Training step on {dev}: speed options vs a naive reference",
+        "",
+        f"Command: `{rep['command']}`  ",
+        f"Machine: {dev}, torch {m['torch']}, commit {m['commit']}; profile {rep['profile']}, batch {rep['batch']}, "
+        f"LR patch {rep['lr_patch']}x{rep['lr_patch']} (GT {4 * rep['lr_patch']}), median of {rep['steps']} timed "
+        f"steps after {rep['warmup']} warm-up steps, random inputs, Adam.",
+        "",
+    ]
+    if f:
+        lines += [
+            "Model FLOPs per LR patch (forward + backward, counted on the meta device with the materialised "
+            "attention): "
+            + ", ".join(f"{k} {v / 1e9:.4g} GFLOP" for k, v in f.items())
+            + ".",
+            "",
+        ]
+    if peak["tflops"]:
+        lines += [
+            f"MFU = model FLOPs per second / the {peak['device']} bf16 dense peak {peak['tflops']['bf16']} TFLOP/s "
+            f"({peak['source']}), for every row (fp32 rows included, so they compare on one scale).",
+            "",
+        ]
+    lines += [
+        "PyTorch's defaults otherwise: fp32 matrix products in full fp32 (TF32 off), cuDNN convolutions allowed "
+        "TF32, cudnn.benchmark off (as `savl train` runs). naive = fp32, eager, attention materialised as "
+        "softmax(QK^T + bias) V; sdpa = torch.nn.functional.scaled_dot_product_attention with the additive bias "
+        "(DSCA's severity term folded into q and k); flex = FlexAttention with the position bias and shift mask "
+        "in its score_mod (savl.models.hat.set_flex_attention; its kernels are compiled, on CUDA only); "
+        "cl = channels_last; compile = torch.compile per child module, as `compile: true` does (compile s = the "
+        "warm-up steps' time beyond steady steps).",
+        "",
+    ]
+    lines += [
+        "| stage | variant | precision | attention | channels_last | compile | s/step | images/s | model TFLOP/s "
+        "| MFU (bf16 peak) | peak GiB | compile s | vs naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    naive = {r["stage"]: r["s_per_step_median"] for r in rep["results"] if r["variant"] == "naive"}
+    for r in rep["results"]:
+        mfu = f"{r['mfu_bf16_peak']:.1%}" if r.get("mfu_bf16_peak") is not None else "n/a"
+        mem = f"{r['peak_memory_gib']:.1f}" if r.get("peak_memory_gib") is not None else "n/a"
+        comp = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else ""
+        vs = f"{naive[r['stage']] / r['s_per_step_median']:.2f}x" if r["stage"] in naive else ""
+        lines.append(
+            f"| {r['stage']} | {r['variant']} | {r['precision']} | {r['attention']} | {r['channels_last']} | "
+            f"{r['compile']} | {r['s_per_step_median']:.4f} | {r['images_per_s']:.1f} | "
+            f"{r['model_tflops_per_s']:.1f} | {mfu} | {mem} | {comp} | {vs} |"
+        )
+    for s in rep["skipped"]:
+        lines.append(f"\nNot measured: {s['variant']} {s.get('stage', '')}: {s['why']}.")
+    d = rep.get("degradation")
+    if d:
+        lines += [
+            "",
+            f"Real-ESRGAN degradation of one batch on the device (before every step, not in the rows above): "
+            f"{d['s_per_batch_median']:.4f} s.",
+        ]
+    proj = rep.get("projection") or {}
+    if proj:
+        lines += [
+            "",
+            "## The paper's schedule (1.6 M iterations: joint 200K, frozen-L1 800K, GAN 600K) on this one device",
+            "",
+            f"At the measured rates (model step + degradation per step; the GAN stage scaled from the frozen-L1 "
+            f"step by its counted FLOP ratio {proj['gan_over_frozen_flop_ratio']:.2f}): **{proj['best_hours']:.1f} h** "
+            f"with {proj['best_variant']}"
+            + (f", {proj['naive_hours']:.1f} h with the naive reference" if "naive_hours" in proj else "")
+            + f"; the paper reports about {proj['paper_reported_hours']:.0f} h on {proj['paper_hardware']} "
+            "(48 h for the representation, 48 h for the SR network: appendix A.8; the hardware: §4.1).",
+        ]
+        mfus = [r["mfu_bf16_peak"] for r in rep["results"] if r.get("mfu_bf16_peak") is not None]
+        if mfus:
+            lines.append(f"Best MFU measured: {max(mfus):.1%} of the bf16 peak (goal: at least 35 %).")
+        if "speedup_best_over_naive" in proj:
+            sp = proj["speedup_best_over_naive"]
+            lines.append(
+                "Speed-up of " + proj["best_variant"] + " over the naive reference: "
+                + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()) + " (goal: at least 3x)."
+            )
+    ddp = rep.get("ddp_check")
+    if ddp:
+        lines += [
+            "",
+            f"DDP check (torchrun, {ddp['world_size']} process(es) on {ddp['device']}): backend {ddp['backend']} "
+            f"(savl.train.distributed.backend_for says {ddp['expected_backend']}), process group up in "
+            f"{ddp['init_s']:.1f} s, all-reduce {'correct' if ddp['all_reduce_ok'] else 'WRONG'}, DDP weights "
+            f"{'equal' if ddp['ddp_weights_equal_across_ranks'] else 'DIFFERENT'} on every rank after two steps.",
+        ]
+    if "wall_s" in rep:
+        lines += ["", f"Whole run: {rep['wall_s']:.0f} s (FLOP counting {rep['flop_count_s']:.0f} s)."]
+    return "\n".join(lines) + "\n"
+
+
+def ddp_check(args) -> int:
+    """--ddp-check, under torchrun: the process group savl.train.distributed would start (NCCL on CUDA, gloo on
+    CPU), an all-reduce, and two DDP steps of a small network whose gradients must agree on every rank.
+    Rank 0 writes the JSON report --ddp-report."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from savl.train.distributed import backend_for
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if args.device.startswith("cuda") else torch.device("cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    backend = backend_for(dev)
+    t0 = time.perf_counter()
+    dist.init_process_group(backend=backend)
+    init_s = time.perf_counter() - t0
+    x = torch.full((4,), float(rank + 1), device=dev)
+    dist.all_reduce(x)
+    ok_sum = bool(torch.all(x == world * (world + 1) / 2))
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GELU(), nn.Conv2d(16, 3, 3, padding=1))
+    model = DDP(net.to(dev), device_ids=[dev] if dev.type == "cuda" else None)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        inp = torch.rand(2, 3, 32, 32, device=dev, generator=torch.Generator(device=dev).manual_seed(rank))
+        opt.zero_grad()
+        model(inp).square().mean().backward()
+        opt.step()
+    w = net[0].weight.detach().flatten()[:8].clone()
+    ws = [torch.empty_like(w) for _ in range(world)]
+    dist.all_gather(ws, w)
+    same = all(torch.equal(ws[0], v) for v in ws)
+    if rank == 0:
+        report = {
+            "backend": dist.get_backend(),
+            "expected_backend": backend,
+            "world_size": world,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "init_s": init_s,
+            "all_reduce_ok": ok_sum,
+            "ddp_weights_equal_across_ranks": same,
+        }
+        _write(Path(args.ddp_report), json.dumps(report, indent=2) + "\n")
+        print("DDP " + json.dumps(report))
+    ok = ok_sum and same and dist.get_backend() == backend
+    dist.destroy_process_group()
+    return 0 if ok else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
@@ -180,7 +667,24 @@ def main() -> int:
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--one", choices=list(STAGES), help=argparse.SUPPRESS)
+    c = p.add_argument_group("--compare: the paper-size joint and frozen-L1 steps under each speed option")
+    c.add_argument("--compare", action="store_true", help="measure the variants beside the naive reference")
+    c.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    c.add_argument("--batch", type=int, default=32)
+    c.add_argument("--lr-patch", type=int, default=64)
+    c.add_argument("--allow-compile", action="store_true", help="measure the torch.compile variants")
+    c.add_argument("--budget-s", type=float, default=420.0, help="skip what would start after this many seconds")
+    c.add_argument("--compile-reserve-s", type=float, default=150.0, help="time a compiled variant needs")
+    c.add_argument("--name", help="output file stem (default train_step_gpu on CUDA, train_step_compare_cpu on CPU)")
+    c.add_argument("--ddp-report", help="--compare: include this DDP check report; --ddp-check: write it here")
+    p.add_argument("--ddp-check", action="store_true", help="under torchrun: process group, all-reduce, DDP steps")
     args = p.parse_args()
+    if args.ddp_check:
+        return ddp_check(args)
+    if args.compare:
+        if args.profile == "book":
+            args.profile = "paper" if args.device.startswith("cuda") else args.profile
+        return compare(args)
     if args.one:
         print("RESULT " + json.dumps(_one(args)))
         return 0

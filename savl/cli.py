@@ -110,6 +110,8 @@ def cmd_data(args) -> int:
         for name in data.list_datasets():
             print(name)
         return 0
+    if args.action == "prepare":
+        return _data_prepare(args)
     if args.name is None:
         raise SavlError(f"savl data {args.action}: give a dataset name (see `savl data list`)")
     if args.action == "download":
@@ -119,6 +121,44 @@ def cmd_data(args) -> int:
     report = data.verify_dataset(args.name, root=args.root)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("ok", False) else 1
+
+
+def _data_prepare(args) -> int:
+    """`savl data prepare`: Real-ESRGAN's preparation of DF2K + OST under the data root (multi-scale DF2K,
+    sub-images, meta_info.txt), or, with --from, sub-images (and --multiscale copies) of any folders."""
+    from savl.data import prepare
+
+    if args.name is not None:
+        raise SavlError(f"savl data prepare: takes no dataset name ({args.name!r}); it prepares DF2K + OST, or --from")
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else None
+    opts = {"crop": args.crop, "step": args.step, "thresh": args.thresh, "workers": args.workers, "progress": say}
+    if not args.sources:
+        meta = prepare.prepare_paper_data(args.root, args.out, shortest_edge=args.shortest_edge, **opts)
+    else:
+        if args.out is None:
+            raise SavlError("savl data prepare --from: give --out (the folder for the sub-images)")
+        from savl.data.hr_files import META_INFO, write_meta_info
+
+        out = Path(args.out)
+        sources = [Path(f) for f in args.sources]
+        for f in sources:
+            if not f.is_dir():
+                raise SavlError(f"{f}: no such folder")
+            if out.resolve() == f.resolve() or out.resolve().is_relative_to(f.resolve()):
+                raise SavlError(f"{out}: the output folder must not be inside the input folder {f}")
+        if args.multiscale:
+            multi = out / "multiscale"
+            prepare.make_multiscale(sources, multi, args.workers, say, args.shortest_edge)
+            sources.append(multi)
+        tiles = []
+        names = [f.name for f in sources]
+        for i, f in enumerate(sources):
+            sub = f.name if names.count(f.name) == 1 else f"{f.name}_{i}"
+            tiles += prepare.make_subimages(f, out / "sub" / sub, **opts)
+        meta = write_meta_info(out / META_INFO, tiles)
+    n = sum(1 for line in meta.read_text().splitlines() if line.strip())
+    print(f"{meta}: {n} training images")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- sr, severity
@@ -387,10 +427,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--params", help="replay a parameter record written by an earlier run (single file)")
     d.set_defaults(func=cmd_degrade)
 
-    da = sub.add_parser("data", help="public datasets: list, download, verify")
-    da.add_argument("action", choices=["list", "download", "verify"])
+    da = sub.add_parser(
+        "data",
+        help="public datasets: list, download, verify, prepare",
+        description="prepare: Real-ESRGAN's training-data preparation of DF2K + OST under --root (multi-scale "
+        "DF2K, 400x400 sub-images every 200 pixels, DF2K_OST_sub/meta_info.txt for configs/paper), or of the "
+        "folders given with --from into --out.",
+    )
+    da.add_argument("action", choices=["list", "download", "verify", "prepare"])
     da.add_argument("name", nargs="?")
     da.add_argument("--root", help="where datasets live (default: $SAVL_DATA_DIR or data/downloads)")
+    da.add_argument("--out", help="prepare: output folder (default <root>/DF2K_OST_sub)")
+    da.add_argument("--from", dest="sources", action="append", help="prepare: a folder of HR images (repeatable)")
+    da.add_argument("--multiscale", action="store_true", help="prepare --from: add the multi-scale copies")
+    da.add_argument("--crop", type=int, default=400, help="prepare: sub-image side (default 400)")
+    da.add_argument("--step", type=int, default=200, help="prepare: sub-image stride (default 200)")
+    da.add_argument("--thresh", type=int, default=0, help="prepare: uncovered border that gets an edge tile")
+    da.add_argument("--shortest-edge", type=int, default=400, help="prepare: last multi-scale copy")
+    da.add_argument("--workers", type=int, default=1, help="prepare: processes (default 1)")
+    da.add_argument("--quiet", action="store_true", help="prepare: no progress lines")
     da.set_defaults(func=cmd_data)
 
     s = sub.add_parser(

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "savl"
 LAYERS = [
     {"savl.errors", "savl.imresize"},
     {"savl", "savl.io", "savl.losses", "savl.metrics", "savl.viz", "savl.degrade", "savl.infer"},
-    {"savl.provenance", "savl.data", "savl.analysis", "savl.cli_checks"},
+    {"savl.provenance", "savl.data", "savl.analysis", "savl.cli_checks", "savl.baselines"},
     {"savl.models", "savl.evaluate", "savl.book", "savl.export"},
     {"savl.train", "savl.eval_command", "savl.explore"},
     {"savl.zoo"},

@@ -1,4 +1,5 @@
-"""The architecture table (savl.models.registry.ARCHITECTURES) lists every savl architecture, and only it does."""
+"""The architecture table (savl.models.registry.ARCHITECTURES) lists every savl architecture (savl.models and the
+baselines, savl.baselines), and only it does."""
 
 import ast
 import importlib
@@ -13,13 +14,15 @@ from savl.models.io import load_model, save_model
 from savl.models.registry import ARCHITECTURES
 
 MODELS = Path(__file__).resolve().parent.parent / "savl" / "models"
+BASELINES = MODELS.parent / "baselines"
 
 
 def _architecture_classes() -> dict[str, type]:
-    """Every nn.Module under savl/models that declares its own `architecture` name."""
+    """Every nn.Module under savl/models and savl/baselines that declares its own `architecture` name."""
     found = {}
-    for path in sorted(MODELS.glob("*.py")):
-        module = importlib.import_module(f"savl.models.{path.stem}" if path.stem != "__init__" else "savl.models")
+    for path in [*sorted(MODELS.glob("*.py")), *sorted(BASELINES.glob("*.py"))]:
+        package = f"savl.{path.parent.name}"
+        module = importlib.import_module(f"{package}.{path.stem}" if path.stem != "__init__" else package)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and issubclass(cls, nn.Module) and "architecture" in vars(cls):
                 found[cls.architecture] = cls
@@ -28,7 +31,7 @@ def _architecture_classes() -> dict[str, type]:
 
 def test_table_lists_every_architecture_class():
     classes = _architecture_classes()
-    assert len(classes) >= 5  # encoder, decoder, SAVL, SR net, discriminator
+    assert len(classes) >= 9  # encoder, decoder, SAVL, SR net, discriminator; ReDSR (2), DACESR (2)
     assert set(ARCHITECTURES) == set(classes), "add the missing row to savl/models/registry.py"
     for name, (builder, config_cls) in ARCHITECTURES.items():
         assert callable(builder) and isinstance(config_cls, type), name
@@ -36,7 +39,7 @@ def test_table_lists_every_architecture_class():
 
 def test_nothing_else_registers_an_architecture():
     # The table is the one place: no model module calls register_architecture (that is for tests and users).
-    for path in sorted(MODELS.glob("*.py")):
+    for path in [*sorted(MODELS.glob("*.py")), *sorted(BASELINES.glob("*.py"))]:
         if path.name == "io.py":
             continue
         tree = ast.parse(path.read_text())

@@ -165,8 +165,11 @@ def test_init_from_identity_follows_previous_config(tmp_path):
     (tmp_path / "s1.yaml").write_text("profile: smoke\nstage: joint\n")
     (tmp_path / "s2.yaml").write_text("profile: smoke\nstage: frozen_l1\ninit_from: s1.yaml\n")
     h = config_hash(load_config(tmp_path / "s2.yaml"))
-    (tmp_path / "s1.yaml").write_text("profile: smoke\nstage: joint\nseed: 9\n")
+    (tmp_path / "s1.yaml").write_text("profile: smoke\nstage: joint\noptimiser: {lr: 1.0e-3}\n")
     assert config_hash(load_config(tmp_path / "s2.yaml")) != h
+    # the chain's seed is the last stage's: a seed written in the previous stage's file is overridden
+    (tmp_path / "s1.yaml").write_text("profile: smoke\nstage: joint\nseed: 9\n")
+    assert config_hash(load_config(tmp_path / "s2.yaml")) == h
 
 
 def test_previous_stage_inherits_device_precision_and_threads():

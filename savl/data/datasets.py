@@ -92,11 +92,11 @@ def _read(img: torch.Tensor | Path) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ HR patches
 class HRPatchDataset(Dataset):
-    """Random HR crops with the 8 flips/rotations: {"hr": (3, patch, patch)} (GT crop 256, §5.3).
+    """Random HR crops with the 8 flips/rotations: {"hr": (3, patch, patch)} (Real-ESRGAN's GT crop is 256).
 
     Degradation is not applied here: the training loop degrades whole batches on the training
     device with `degrade_batch` (the Real-ESRGAN pipeline is batched and shares resize draws within a
-    batch, §5.3), which is faster on a GPU and keeps the parameter record next to the batch.
+    batch, as Real-ESRGAN does), which is faster on a GPU and keeps the parameter record next to the batch.
 
     images: a folder (files are read on demand, or kept with `cache=True`), a list of (3, H, W) tensors,
     of (name, tensor) pairs (e.g. `sample_images()`), or of files. length: items per epoch (default:
@@ -161,7 +161,7 @@ def degrade_batch(batch_hr, degradation, generator: torch.Generator | None = Non
 
     batch_hr: a (B, 3, H, W) tensor or a collated {"hr": ...} batch. degradation: any object with
     `__call__(hr, generator) -> (lr, params)` (`RealESRGANDegradation`, a protocol from `get_protocol`).
-    The returned `hr` is the batch as given; Real-ESRGAN's USM-sharpened loss target (§5.3) is
+    The returned `hr` is the batch as given; Real-ESRGAN's USM-sharpened loss target is
     `degradation.sharpen(hr)`, left to the training loop, which knows which losses use it.
     """
     hr = batch_hr["hr"] if isinstance(batch_hr, dict) else batch_hr

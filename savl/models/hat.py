@@ -5,7 +5,9 @@ Transformer"), not from its code. Token tensors are (B, L, C) with L = H*W in ro
 (B, C, H, W). Attention runs through `torch.nn.functional.scaled_dot_product_attention` with an additive float
 bias (the relative position bias, plus the shifted-window mask); every attention module also has a
 `reference=True` path that materialises softmax(Q K^T * scale + bias) V, which the tests and the FLOP benchmark
-use. Every call hands SDPA contiguous q, k, v (strided inputs can send it down a slower path).
+use. Every call hands SDPA contiguous q, k, v (strided inputs can send it down a slower path). On a GPU,
+`set_flex_attention(True)` switches WindowAttention and OCAB to FlexAttention, which adds the relative position
+bias from its table inside the kernel (`flex_biased_attention`); elsewhere they stay on SDPA.
 
 Extra attention biases (DSCA's severity term, savl.models.dsca) enter as `biases={shift: bias}`, one per window
 shift, added to the same pre-softmax logits as the relative position bias and the shifted-window mask. A bias
@@ -129,6 +131,61 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
 
+# FlexAttention switch (off by default). On a GPU, FlexAttention (torch.nn.attention.flex_attention, compiled) adds
+# the relative position bias inside the kernel from its (table, index) pair, plus the shifted-window mask, instead
+# of reading a materialised (heads, N, N) bias tensor; DSCA's severity term is already folded into q and k. The
+# backward pass of FlexAttention exists on CUDA only, so elsewhere the switch leaves attention on SDPA.
+_FLEX = {"enabled": False, "devices": ("cuda",), "compile": True, "compiled": None}
+
+
+def set_flex_attention(enabled: bool) -> bool:
+    """Turn the FlexAttention path of WindowAttention and OCAB on or off (process-wide); returns the old value."""
+    old, _FLEX["enabled"] = _FLEX["enabled"], bool(enabled)
+    return old
+
+
+def _flex_applies(q: torch.Tensor) -> bool:
+    return _FLEX["enabled"] and q.device.type in _FLEX["devices"]
+
+
+def flex_biased_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    table: torch.Tensor,
+    index: torch.Tensor,
+    scale: float,
+    mask: torch.Tensor | None = None,
+    compiled: bool | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale + table[index[i, j], head] + mask[window, i, j]) v through FlexAttention's score_mod.
+
+    q (Bw, heads, Nq, d), k and v (Bw, heads, Nk, d); table ((2w-1)^2 or OCAB's size, heads), index (Nq, Nk);
+    mask (nW, Nq, Nk) or None, with window = batch row mod nW (window_partition's order). Bias terms are cast to
+    q's dtype, as the SDPA path casts its bias. `compiled` (default: the switch's setting, on) runs the
+    torch.compile'd kernel, what makes it fast on a GPU; eager FlexAttention is a slow reference implementation."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    table = table.to(q.dtype)
+    if mask is None:
+
+        def score_mod(score, b, h, qi, ki):
+            return score + table[index[qi, ki], h]
+
+    else:
+        mask, n_windows = mask.to(q.dtype), mask.shape[0]
+
+        def score_mod(score, b, h, qi, ki):
+            return score + table[index[qi, ki], h] + mask[b % n_windows, qi, ki]
+
+    fn = flex_attention
+    if _FLEX["compile"] if compiled is None else compiled:
+        if _FLEX["compiled"] is None:
+            _FLEX["compiled"] = torch.compile(flex_attention)
+        fn = _FLEX["compiled"]
+    return fn(q.contiguous(), k.contiguous(), v.contiguous(), score_mod=score_mod, scale=scale)
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample (Huang et al. 2016); a few lines, so written here rather than importing
     torchvision (an optional dependency of savl)."""
@@ -208,6 +265,10 @@ class WindowAttention(nn.Module):
                 k = torch.cat([k, bias.right.to(k.dtype)], dim=-1)
                 v = F.pad(v, (0, bias.left.shape[-1]))
                 bias = None
+        if bias is None and not reference and _flex_applies(q):
+            table, index = self.relative_position_bias_table, self.relative_position_index
+            out = flex_biased_attention(q, k, v, table, index, self.scale, mask)
+            return self.proj(out[..., :hd].transpose(1, 2).reshape(Bw, N, C))
         total = self.position_bias().unsqueeze(0)  # (1, heads, N, N), broadcast over windows
         if mask is None:
             if bias is not None:
@@ -359,7 +420,11 @@ class OCAB(nn.Module):
         q = q.view(B * nW, w * w, h, C // h).transpose(1, 2)
         k = kv[0].view(B * nW, ow * ow, h, C // h).transpose(1, 2)
         v = kv[1].view(B * nW, ow * ow, h, C // h).transpose(1, 2)
-        out = attention(q, k, v, self.position_bias().unsqueeze(0), self.scale, reference)
+        if not reference and _flex_applies(q):
+            table, index = self.relative_position_bias_table, self.relative_position_index
+            out = flex_biased_attention(q, k, v, table, index, self.scale)
+        else:
+            out = attention(q, k, v, self.position_bias().unsqueeze(0), self.scale, reference)
         out = window_reverse(out.transpose(1, 2).reshape(B * nW, w * w, C), w, H, W).view(B, L, C)
         x = self.proj(out) + shortcut
         return x + self.mlp(self.norm2(x))

@@ -60,6 +60,18 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "club_samples": (1, 65536),
     # discriminator
     "in_ch": (1, 4),
+    # baselines (savl.baselines): ReDSR, DACESR and its REE
+    "blocks_per_group": (1, 16),
+    "kernel_size": (1, 7),
+    "degrader_blocks": (1, 16),
+    "degrader_reduction": (1, 64),
+    "d_state": (1, 64),
+    "d_conv": (1, 8),
+    "expand": (1, 4),
+    "scan_chunk": (1, 256),
+    "tokens": (1, 32),
+    "input_size": (8, 1024),
+    "lora_rank": (1, 64),
 }
 
 #: Longest list a config may hold, deepest nesting of configs, generic integer bound for unknown fields.
@@ -141,6 +153,9 @@ def _check_together(config_cls: type, values: dict, where: str) -> None:
     depths = values.get("depths")
     if isinstance(depths, list) and "embed_dim" in values and sum(depths) > MAX_BLOCKS:
         raise ModelFileError(f"{where}: depths hold {sum(depths)} blocks in all; at most {MAX_BLOCKS}")
+    groups, per_group = values.get("groups"), values.get("blocks_per_group")
+    if isinstance(groups, int) and isinstance(per_group, int) and groups * per_group > MAX_BLOCKS:
+        raise ModelFileError(f"{where}: groups x blocks_per_group is {groups * per_group} blocks; at most {MAX_BLOCKS}")
     mult, base = values.get("multipliers"), values.get("base")
     if isinstance(mult, list) and len(mult) > MAX_LEVELS:
         raise ModelFileError(f"{where}: multipliers: {len(mult)} levels; at most {MAX_LEVELS}")

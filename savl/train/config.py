@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from savl.errors import ConfigError
 
 Profile = Literal["smoke", "book", "paper"]
-Stage = Literal["representation", "joint", "frozen_l1", "gan"]
-STAGES = ("representation", "joint", "frozen_l1", "gan")
+Stage = Literal["representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr"]
+# The last three train the baselines (savl.baselines.objectives.STAGES): ReDSR, DACESR's REE, DACESR's SR net.
+STAGES = ("representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr")
 
 # What each profile sets when a config leaves it out. The paper's schedule (§4.1): joint 200K,
 # frozen-estimator L1 800K, + perceptual + GAN 600K, batch 32, 64x64 LR patches (GT 256), lr 2e-4 / 1e-4 (GAN),
@@ -33,7 +34,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 32,
         "gt_size": 256,
         "val_size": 256,
-        "iterations": {"representation": 200_000, "joint": 200_000, "frozen_l1": 800_000, "gan": 600_000},
+        "iterations": {"representation": 200_000, "joint": 200_000, "frozen_l1": 800_000, "gan": 600_000,
+                       # ReDSR: 1,000 epochs of 3,450 images in batches of 16 (its §4.1); DACESR: REE 300K, SR 500K
+                       "redsr": 215_000, "dacesr_ree": 300_000, "dacesr": 500_000},
         "halve_every": 200_000,
         "anneal_steps": 50_000,
         "pool_size": 192,
@@ -45,7 +48,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "val_size": 128,
         # benchmarks/results/train_step_cpu.md: 2.2 / 10.7 / 3.4 / 7.8 CPU-s per step (batch 4, LR 32), i.e.
         # about 1 / 5 / 2 / 4 s on two idle cores: each stage stays within a chapter's ~3 minutes.
-        "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15},
+        "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15,
+                       "redsr": 30, "dacesr_ree": 100, "dacesr": 30},
         "halve_every": 1_000_000,
         "anneal_steps": 50,
         "pool_size": 0,
@@ -55,7 +59,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 2,
         "gt_size": 32,
         "val_size": 32,
-        "iterations": {"representation": 4, "joint": 4, "frozen_l1": 4, "gan": 4},
+        "iterations": {"representation": 4, "joint": 4, "frozen_l1": 4, "gan": 4, "redsr": 4, "dacesr_ree": 4,
+                       "dacesr": 4},
         "halve_every": 2,
         "anneal_steps": 4,
         "pool_size": 0,
@@ -77,7 +82,12 @@ class DataConfig(_Strict):
 
     source: Literal["samples", "hr_folder", "paired"] = "samples"
     names: list[str] | None = None  # sample photos to train on (default: all)
-    root: str | None = None  # hr_folder / paired root
+    # hr_folder: data roots (one folder or a list; default $SAVL_DATA, else where `savl data download` puts
+    # datasets) in which `folders` / `meta_info` are looked up; without those, the roots are the image folders.
+    # paired: the one LR/HR folder.
+    root: str | list[str] | None = None
+    folders: list[str] | None = None  # hr_folder: image folders under a root (globs allowed), searched recursively
+    meta_info: str | None = None  # hr_folder: a file listing the training images (Real-ESRGAN style); wins
     layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
     gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
     scale: Literal[4] = 4
@@ -89,6 +99,9 @@ class DataConfig(_Strict):
     val_count: int | None = Field(None, ge=1)
     val_size: int | None = Field(None, ge=4)  # centre crop (HR) of each validation photo
     val_protocol: str = "realesrgan"
+    # A paired real set to validate on instead of the synthetic one: a folder (lr/+hr/, RealSR or DRealSR
+    # layout, as `savl eval --data` reads) or a catalogued name (RealSR, DRealSR) under the data roots.
+    val_data: str | None = None
 
 
 class ModelConfig(_Strict):
@@ -228,8 +241,13 @@ class TrainConfig(_Strict):
                 object.__setattr__(obj, key, value)  # no re-validation loop
         if self.data.gt_size % self.data.scale:
             raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of data.scale {self.data.scale}")
-        if self.data.source in ("hr_folder", "paired") and not self.data.root:
-            raise ValueError(f"data.root is required for data.source={self.data.source}")
+        d = self.data
+        if d.source == "paired" and not isinstance(d.root, str):
+            raise ValueError("data.root (one folder) is required for data.source=paired")
+        if d.source == "hr_folder" and not (d.root or d.folders or d.meta_info):
+            raise ValueError("data.source=hr_folder needs data.root, data.folders or data.meta_info")
+        if d.source != "hr_folder" and (d.folders or d.meta_info):
+            raise ValueError(f"data.folders and data.meta_info apply to data.source=hr_folder, not {d.source}")
         return self
 
     @model_validator(mode="after")

@@ -3,8 +3,15 @@
 The batch of step t on rank r is a pure function of (seed, t, r): global item positions
 g = (t * world + r) * per_rank + i walk through seeded per-epoch permutations of the dataset, and the
 datasets seed each crop from (seed, epoch, index). Resuming at step t therefore needs no loader state, and
-DDP ranks see disjoint items (the DistributedSampler contract). HR patches are degraded per batch on the
-training device (Real-ESRGAN pipeline, or any named protocol), optionally through the training pool.
+DDP ranks see disjoint items (the DistributedSampler contract): the items of step t are positions
+t * batch ... (t + 1) * batch - 1 of the permuted file list, rank r taking its own `batch / world` of them, so
+over an epoch the ranks read disjoint shards of the list that together cover it, and the global batch of a step
+is the same whatever the number of ranks. HR patches are degraded per batch on the training device
+(Real-ESRGAN pipeline, or any named protocol), optionally through the training pool.
+
+`hr_folder` data (the paper's DF2K + OST) is read by `savl.data.hr_files.HRFileDataset`: DataLoader workers
+(`workers`) decode each image when its item is read and keep nothing, so memory does not grow with the dataset;
+the embedded sample photos stay decoded in memory (they are few and small).
 """
 
 from __future__ import annotations
@@ -76,7 +83,8 @@ class _Mixture:
 
 
 def _degradation(cfg):
-    """The Real-ESRGAN pipeline of §5.3 (USM switch from the config), a named protocol, or a mixture (a+b)."""
+    """Real-ESRGAN's two-stage pipeline (Wang et al. 2021; USM switch from the config), a named protocol, or a
+    mixture (a+b: one of them per batch)."""
     if "+" in cfg.data.protocol:
         return _Mixture(cfg.data.protocol.split("+"))
     if cfg.data.protocol == "realesrgan":
@@ -89,10 +97,10 @@ def _degradation(cfg):
 
 
 class BatchSource:
-    """`batch(step) -> (lr, target, real)`: LR input, the loss target (USM-sharpened GT when `data.usm`, §5.3)
-    and the clean GT (the discriminator's real images), all on `device`."""
+    """`batch(step) -> (lr, target, real)`: LR input, the loss target (USM-sharpened GT when `data.usm`, as
+    Real-ESRGAN trains) and the clean GT (the discriminator's real images), all on `device`."""
 
-    def __init__(self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0):
+    def __init__(self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0, files=None):
         if cfg.batch % world:
             raise ConfigError(f"batch {cfg.batch} must be divisible by the number of processes ({world})")
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
@@ -105,10 +113,15 @@ class BatchSource:
             base = PairedFolderDataset(d.root, d.scale, d.layout, crop=d.gt_size, seed=cfg.seed, augment=True)
             self.degradation = None
         else:
-            from savl.data import HRPatchDataset
+            if d.source == "hr_folder":
+                from savl.data.hr_files import HRFileDataset
 
-            images = Path(d.root) if d.source == "hr_folder" else _images(cfg, d.names)
-            base = HRPatchDataset(images, patch=d.gt_size, seed=cfg.seed, cache=True)
+                files = hr_training_files(cfg) if files is None else files
+                base = HRFileDataset(files, patch=d.gt_size, seed=cfg.seed)
+            else:
+                from savl.data import HRPatchDataset
+
+                base = HRPatchDataset(_images(cfg, d.names), patch=d.gt_size, seed=cfg.seed, cache=True)
             self.degradation = _degradation(cfg)
         self.dataset = _Positioned(base, cfg.seed)
         # The degradation draws and the pool shuffle use their own per-rank generator (checkpointed).
@@ -168,15 +181,67 @@ class BatchSource:
         self._start(step)
 
 
+def hr_training_files(cfg) -> list[Path]:
+    """The HR training images of an `hr_folder` config (data.root / $SAVL_DATA, folders, meta_info); a missing
+    folder or list is a one-line DataError naming it and the `savl data` command that fetches it."""
+    from savl.data.hr_files import training_files
+
+    d = cfg.data
+    return training_files(d.root, d.folders, d.meta_info)
+
+
 def _rank_seed(seed: int, rank: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), int(stream)]).generate_state(1)[0])
 
 
+def real_validation_set(cfg) -> list[dict]:
+    """The paired real set `data.val_data` (a folder, or a catalogued name such as RealSR or DRealSR looked up in
+    the data roots), every pair centre-cropped to at most `data.val_size` (HR side, LR aligned): {"lr", "hr",
+    "name"} items in memory. A set without HR images, or one that is missing, is a one-line DataError."""
+    from savl.data.catalog import load_catalog
+    from savl.data.hr_files import data_roots, locate, missing_message
+    from savl.data.resolve import open_eval_data
+    from savl.errors import DataError
+
+    d = cfg.data
+    name, s = d.val_data, d.scale
+    roots = data_roots(d.root if d.source == "hr_folder" else None)
+    if Path(name).is_dir():
+        ds, *_ = open_eval_data(name, s)
+    elif name in load_catalog():
+        holder = next((r for r in roots if (r / name).is_dir()), None)
+        if holder is None:
+            raise DataError("data.val_data: " + missing_message(name, roots))
+        ds, *_ = open_eval_data(name, s, root=holder)
+    else:
+        hits = locate(name, roots)
+        if not hits:
+            raise DataError("data.val_data: " + missing_message(name, roots))
+        ds, *_ = open_eval_data(str(hits[0]), s)
+    items = []
+    for i in range(len(ds)):
+        item = ds[i]
+        if "hr" not in item:
+            raise DataError(f"data.val_data {name}: has no HR images to validate against (LR only)")
+        lr, hr = item["lr"], item["hr"]
+        pl = d.val_size // s
+        h, w = lr.shape[-2:]
+        ph, pw = min(pl, h), min(pl, w)
+        top, left = (h - ph) // 2, (w - pw) // 2
+        lr = lr[:, top : top + ph, left : left + pw]
+        hr = hr[:, top * s : (top + ph) * s, left * s : (left + pw) * s]
+        items.append({"lr": lr.contiguous(), "hr": hr.contiguous(), "name": str(item["name"])})
+    return items
+
+
 def validation_set(cfg, path: Path):
-    """The frozen synthetic validation set: centre crops (val_size) of the validation photos, degraded once."""
+    """The validation set: the paired real set `data.val_data` when the config names one; else the frozen
+    synthetic set, centre crops (val_size) of the validation photos, degraded once and stored at `path`."""
     from savl.data import FrozenValidationSet
 
     d = cfg.data
+    if d.val_data:
+        return real_validation_set(cfg)
     if d.source == "paired":
         raise ConfigError("validation on paired data is done with savl eval; set val_every null")
     names = d.val_names

@@ -65,6 +65,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a training device: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def setup(device_name: str) -> DistInfo:
     """Read torchrun's environment, check the world fits the devices, initialise the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -83,12 +88,9 @@ def setup(device_name: str) -> DistInfo:
             )
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-        backend = "nccl"
-    else:
-        backend = "gloo"
     owns = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend_for(dev))
         owns = True
     if dist.get_world_size() != world:
         raise ConfigError(f"WORLD_SIZE {world} does not match the process group ({dist.get_world_size()})")

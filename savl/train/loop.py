@@ -23,11 +23,11 @@ from torch import nn
 from savl.errors import ConfigError, ModelFileError, SavlError
 from savl.train import checkpoint as ckpt
 from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, load_config, run_name
-from savl.train.data import BatchSource, _rank_seed, validation_set
+from savl.train.data import BatchSource, _rank_seed, hr_training_files, validation_set
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
 from savl.train.run import Run, RunLock, clear_run, find_run, looks_like_run, run_dir
-from savl.train.stages import Objective, build_models
+from savl.train.stages import build_models, make_objective
 
 # Test hook (not a config key, so it never enters a config hash): after writing the checkpoint of this step,
 # sleep so a test can kill the process at a known point (resume test).
@@ -140,13 +140,17 @@ class _Trainer:
         if not prev.finished:
             raise ConfigError(f"{prev.path}: init_from names a run that has not finished")
         srnet, savl = models.get("srnet"), models.get("savl")
+        # Models other than the SR net and SAVL (a baseline's, e.g. DACESR's REE) load from a file of their name.
+        others = [n for n in models if n not in ("srnet", "savl", "discriminator") and prev.has(n)]
+        for name in others:
+            load_weights(models[name], prev.final / f"{name}.safetensors")
         if srnet is not None and prev.has("srnet"):
             load_weights(srnet, prev.final / "srnet.safetensors")
         if savl is not None and prev.has("savl"):
             load_weights(savl, prev.final / "savl.safetensors")
-        elif srnet is not None and srnet.encoder is not None and not prev.has("srnet") and prev.has("savl"):
+        elif getattr(srnet, "encoder", None) is not None and not prev.has("srnet") and prev.has("savl"):
             srnet.encoder.load_state_dict(prev.load_savl().encoder.state_dict())
-        elif not (prev.has("srnet") or prev.has("savl")):
+        elif not (prev.has("srnet") or prev.has("savl") or others):
             raise ConfigError(f"{prev.path}: init_from run has no final model to start from")
 
     def _build(self):
@@ -159,7 +163,7 @@ class _Trainer:
             m.to(dev).train()
         self.models = models
         self.srnet, self.savl, self.disc = models.get("srnet"), models.get("savl"), models.get("discriminator")
-        self.objective = Objective(cfg, models).to(dev)
+        self.objective = make_objective(cfg, models).to(dev)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         o = cfg.optimiser
         self.opt = torch.optim.Adam(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
@@ -295,20 +299,23 @@ class _Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        # The training images are listed before anything is built or trained (init_from may train a previous
+        # stage first): a missing dataset fails here, in one line, naming the command that fetches it.
+        files = hr_training_files(cfg) if cfg.data.source == "hr_folder" else None
         latest = self._prepare_dir(resume, fresh)
         if info.main:
             # Not finished until this training says so: a stale done.json must not vouch for new weights.
             (self.run_dir / "done.json").unlink(missing_ok=True)
         self._build()
-        self.source = BatchSource(cfg, info.rank, info.world, self.dev)
+        self.source = BatchSource(cfg, info.rank, info.world, self.dev, files=files)
         start = self._restore(latest) if latest is not None else 0
         if info.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_text(self.run_dir / "config.yaml", dump_yaml(cfg))
             atomic_text(self.run_dir / "env.json", json.dumps(environment(self.dev, info.world), indent=2) + "\n")
         self.valset = None
-        if info.main and (cfg.val_every or cfg.data.source != "paired"):
-            self.valset = validation_set(cfg, self.run_dir / "valset") if cfg.data.source != "paired" else None
+        if info.main and (cfg.data.val_data or cfg.data.source != "paired"):
+            self.valset = validation_set(cfg, self.run_dir / "valset")
         info.barrier()
         log = MetricsLog(self.run_dir, start if latest is not None else None) if info.main else None
         total = cfg.schedule.iterations
@@ -443,6 +450,8 @@ class _Trainer:
 
         scale = self.cfg.data.scale
         net = self.ema.module if self.ema is not None else self.srnet
+        if net is None and self.savl is None:
+            return {}  # a stage with neither (DACESR's REE): nothing to validate on images
         out_dir = self.run_dir / "samples" / f"step_{it:06d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         scores = []

@@ -32,8 +32,19 @@ def _sr_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return reconstruction(pred, target, kind)
 
 
+def _baseline(stage: str):
+    """(build_models, objective class) of a baseline stage (savl.baselines.objectives.STAGES), or None."""
+    from savl.baselines.objectives import STAGES
+
+    return STAGES.get(stage)
+
+
 def build_models(cfg) -> dict[str, nn.Module]:
-    """Named models of a stage: "savl" (representation, joint), "srnet" (SR stages), "discriminator" (gan)."""
+    """Named models of a stage: "savl" (representation, joint), "srnet" (SR stages), "discriminator" (gan);
+    a baseline stage's own (savl.baselines.objectives)."""
+    baseline = _baseline(cfg.stage)
+    if baseline is not None:
+        return baseline[0](cfg)
     from savl.losses import KLSchedule
     from savl.models.decoder import Decoder, DecoderConfig
     from savl.models.encoder import AmortizedEncoder, EncoderConfig
@@ -79,6 +90,12 @@ def build_models(cfg) -> dict[str, nn.Module]:
     if cfg.stage in ("frozen_l1", "gan") and srnet.encoder is not None:
         srnet.encoder.requires_grad_(False)
     return models
+
+
+def make_objective(cfg, models: dict[str, nn.Module]) -> nn.Module:
+    """The stage's objective: `Objective` for SAVL's stages, the baseline's own class otherwise."""
+    baseline = _baseline(cfg.stage)
+    return (baseline[1] if baseline is not None else Objective)(cfg, models)
 
 
 class Objective(nn.Module):
