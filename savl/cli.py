@@ -542,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         # inside the error handling: building the parser imports the training code (and torch), and Ctrl-C
         # there is an interruption too
         args = build_parser().parse_args(argv)
+        from savl.infer import flush_subnormals
+
+        flush_subnormals()  # before any parallel work, so PyTorch's worker threads inherit it
         return args.func(args)
 
     return run_reporting_errors(parse_and_run, argv)

@@ -15,6 +15,8 @@ own track with MATLAB bicubic (a network trained on RGB knows nothing about alph
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,6 +30,18 @@ from savl.imresize import imresize
 
 # torch.OutOfMemoryError is torch >= 2.5; older releases only have the CUDA one (its base class since).
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def flush_subnormals() -> bool:
+    """Have the CPU flush subnormal floats (below 1.2e-38 in float32) to zero; returns whether it can.
+
+    Near-zero attention probabilities and tiny blur taps otherwise run many times slower on x86 (a 21x21
+    depthwise blur whose taps are subnormal: 4.7x on 2 threads). The flag is per thread; threads started later
+    inherit it, so call this before the first parallel operation starts PyTorch's intra-op threads (the
+    `savl` command does, for every subcommand): set later it covers only the calling thread. It changes no
+    value above 1.2e-38.
+    """
+    return bool(torch.set_flush_denormal(True))
 
 
 def model_scale(model: nn.Module) -> int:
@@ -97,7 +111,35 @@ def _auto_tile(device: torch.device) -> int:
     return 256
 
 
-def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[int, torch.Tensor]]:
+@contextlib.contextmanager
+def _channels_last(model: nn.Module, device: torch.device) -> Iterator[bool]:
+    """On the CPU, hold the model's 4-D weights in channels-last order for the call, then put them back.
+
+    oneDNN's convolutions then skip reordering every input and output, and HAT's feature map leaves its first
+    convolution already in (B, H, W, C) order, which its token layout wants: 1.2x for a book-size HAT on a 128x128
+    or 256x256 LR image (benchmarks/results/hat_upstream_cpu.md), the same values to float rounding. Yields
+    whether inputs should be channels-last too. Elsewhere (CUDA) nothing changes.
+    """
+    if device.type != "cpu":
+        yield False
+        return
+    moved = [
+        t
+        for t in itertools.chain(model.parameters(), model.buffers())
+        if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last)
+    ]
+    for t in moved:
+        t.data = t.data.contiguous(memory_format=torch.channels_last)
+    try:
+        yield True
+    finally:
+        for t in moved:
+            t.data = t.data.contiguous()
+
+
+def _bands(
+    model, rgb, tile, overlap, dtype, device, scale, channels_last: bool = False
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (first output row, finished float rows (3, n, sW)) top to bottom, each row exactly once.
 
     The rows are a view into one preallocated band buffer that the next step overwrites: use them (or copy
@@ -124,6 +166,8 @@ def _bands(model, rgb, tile, overlap, dtype, device, scale) -> Iterator[tuple[in
         top = y0 * scale - band_y0
         for x0, x1, wx in xwin:
             patch = rgb[:, y0:y1, x0:x1][None].to(device)
+            if channels_last:
+                patch = patch.contiguous(memory_format=torch.channels_last)
             pred = _run(model, patch, dtype)[0].cpu()
             if pred.shape[-2:] != ((y1 - y0) * scale, (x1 - x0) * scale):
                 raise SavlError(
@@ -167,19 +211,20 @@ def _stream(
 
     auto = tile == "auto"
     size = _auto_tile(device) if auto else tile
-    while True:
-        try:
-            for y, rows in _bands(model, rgb, size, overlap, dtype, device, scale):
-                if rows.shape[1] == 0:  # a tile row whose rows the next one still touches
-                    continue
-                rows.clamp_(0, 1)
-                sink(y, rows.mean(0, keepdim=True) if gray else rows)
-            break
-        except OutOfMemoryError:
-            if not auto or size <= 32:
-                raise
-            size //= 2
-            torch.cuda.empty_cache()
+    with _channels_last(model, device) as channels_last:
+        while True:
+            try:
+                for y, rows in _bands(model, rgb, size, overlap, dtype, device, scale, channels_last):
+                    if rows.shape[1] == 0:  # a tile row whose rows the next one still touches
+                        continue
+                    rows.clamp_(0, 1)
+                    sink(y, rows.mean(0, keepdim=True) if gray else rows)
+                break
+            except OutOfMemoryError:
+                if not auto or size <= 32:
+                    raise
+                size //= 2
+                torch.cuda.empty_cache()
     alpha = imresize(image[3:], scale=scale).clamp(0, 1) if image.shape[0] == 4 else None
     return scale, alpha
 

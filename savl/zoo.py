@@ -392,7 +392,13 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
         shutil.copyfile(path, tmp)
         os.replace(tmp, folder / rel)
     model = load_model(folder / f"{e.name}.safetensors", map_location=device).eval()
-    if e.kind == "sr":
+    if e.kind == "sr" and getattr(model, "architecture", "") == "RRDBSFTNet":
+        # Table 4's guided network is scored on the MANet sets only, each image with its own kernel map.
+        from savl.table4 import table4_metrics
+
+        sets = {n: held_out_sr_set(n, draws=1, crop=HELD_OUT_CROP["manet"]) for n in SR_PROTOCOLS["manet"]}
+        held_out = {"manet": table4_metrics(model, sets, device)}
+    elif e.kind == "sr":
         held_out = {p: held_out_sr_metrics(model, p, device) for p in SR_PROTOCOLS}
     else:
         held_out = {
@@ -499,7 +505,7 @@ def summary_rows(root: str | os.PathLike | None = None) -> list[dict]:
             row["iterations"] = card["iterations"]
             row["wall_time_s"] = card.get("training_wall_time_s")
             sr = card["held_out_metrics"]
-            if "realesrgan" in sr:
+            if "psnr" in next(iter(sr.values()), {}):
                 row["held_out"] = "; ".join(
                     f"{p}: PSNR {m['psnr']:.2f} dB (bicubic {m['bicubic_psnr']:.2f})" for p, m in sr.items()
                 )

@@ -36,6 +36,25 @@ def test_filter2d_pads_beyond_the_image_size_like_scipy(generator):
     assert np.abs(ops.filter2d(x, k)[0, 0].numpy() - ref).max() < 1e-12
 
 
+def test_filter2d_of_zero_padded_kernels_matches_scipy_with_the_full_kernel(generator):
+    # Real-ESRGAN pads every kernel to 21x21; filter2d correlates with only the rings some kernel of the batch
+    # uses (here 9x9 and 5x5 inside 21x21, so a 9x9 correlation), which must equal scipy's correlation with the
+    # full zero-padded kernels, on an image smaller than the kernel too.
+    from savl.degrade.kernels import pad_kernel
+
+    narrow = (bivariate_gaussian(9, 2.0, 0.8, 0.5), sinc_kernel(5, 2.0, None))
+    kernels = torch.stack([pad_kernel(k, 21) for k in narrow])
+    assert ops._trim_zero_border(kernels).shape == (2, 9, 9)
+    for h, w in ((24, 31), (6, 7)):
+        x = torch.rand(2, 2, h, w, generator=generator, dtype=torch.float64)
+        out = ops.filter2d(x, kernels.double())
+        for b in range(2):
+            for c in range(2):
+                ref = ndimage.correlate(x[b, c].numpy(), kernels[b].double().numpy(), mode="mirror")
+                assert np.abs(out[b, c].numpy() - ref).max() < 1e-12
+    assert ops._trim_zero_border(torch.zeros(1, 21, 21)).shape == (1, 21, 21)  # nothing to keep: left alone
+
+
 def test_reflect_pad_matches_numpy_reflect(generator):
     x = torch.rand(1, 1, 4, 5, generator=generator, dtype=torch.float64)
     out = ops.reflect_pad(x, (9, 3, 7, 11))[0, 0].numpy()

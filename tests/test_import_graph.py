@@ -26,7 +26,7 @@ LAYERS = [
     {"savl", "savl.io", "savl.losses", "savl.metrics", "savl.viz", "savl.degrade", "savl.infer"},
     {"savl.provenance", "savl.data", "savl.analysis", "savl.cli_checks", "savl.baselines"},
     {"savl.models", "savl.evaluate", "savl.book", "savl.export"},
-    {"savl.train", "savl.eval_command", "savl.explore"},
+    {"savl.train", "savl.eval_command", "savl.explore", "savl.table4"},
     {"savl.zoo"},
     {"savl.zoo_command"},
     {"savl.cli"},

@@ -169,3 +169,41 @@ def test_resample_matches_pillow_lanczos_on_8_bit_rgb():
     ref = np.asarray(Image.fromarray(samples).resize((45, 30), Image.LANCZOS))
     assert ours.shape == ref.shape == (30, 45, 3) and ours.dtype == np.uint8
     assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_the_savl_command_flushes_subnormals_before_any_work(tmp_path):
+    # In a fresh process: the flag is per thread, and PyTorch's intra-op threads inherit it only when they start
+    # after it is set. `savl sr` (here stopping at once on a missing input, exit 2) sets it before any work, so
+    # a 2-thread fill and product of 1e-39 afterwards leave no subnormal in any half; without it all 65536 stay.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "before = (torch.tensor([1e-39]) * 0.5).view(torch.int32).item() != 0\n"  # one element: no threads yet
+        "from savl.cli import main\n"
+        f"rc = main(['sr', {str(tmp_path / 'missing.png')!r}, {str(tmp_path / 'out')!r}])\n"
+        "torch.set_num_threads(2)\n"
+        "y = torch.full((1 << 16,), 1e-39) * 0.5\n"
+        "print(rc, before, int((y.view(torch.int32) != 0).sum()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "True", "0"], out.stdout + out.stderr[-2000:]
+
+
+def test_upscale_runs_channels_last_on_cpu_and_gives_the_weights_back():
+    # On the CPU the weights are held channels-last for the call (faster oneDNN convolutions): the output is the
+    # plain NCHW forward's to float rounding, and the model's tensors come back in their own layout and values.
+    model = TinySR().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    img = torch.rand(3, 40, 36, generator=torch.Generator().manual_seed(2))
+    seen = []
+    cl = torch.channels_last
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=cl)))
+    out = upscale(model, img, tile=None)
+    with torch.no_grad():
+        ref = model(img[None])[0].clamp(0, 1)
+    assert seen[0] and not seen[-1]  # the call inside upscale saw channels-last input; the reference did not
+    assert torch.allclose(out, ref, atol=1e-6)
+    for k, v in model.state_dict().items():
+        assert v.is_contiguous() and torch.equal(v, before[k]), k

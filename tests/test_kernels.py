@@ -213,3 +213,56 @@ def test_bad_arguments_raise_config_errors():
         K.kernel_from_record({"type": "iso", "size": 21})
     with pytest.raises(ConfigError):
         K.kernel_from_record({"type": "box", "size": 21, "sigma_x": 1, "sigma_y": 1, "theta": 0})
+
+
+def _subnormal(k: np.ndarray) -> np.ndarray:
+    # Compared in float64: a float32 cast would itself flush subnormals to zero in a process where an earlier
+    # test (a training run, the savl command) has set the flush-to-zero flag on this thread.
+    k = np.abs(k.astype(np.float64))
+    return (k > 0) & (k < np.finfo(np.float32).tiny)
+
+
+def test_taps_below_the_floor_are_zeroed_and_the_sum_kept():
+    # Closed-form isotropic Gaussian, sigma 0.5 on 21x21: exp(-2 r^2) reaches float32's subnormal range at
+    # r^2 = 45 and 50, so the unfloored kernel carries subnormal taps; the floored one none, and it keeps the
+    # closed form's values (rescaled by the mass it dropped) everywhere above the floor.
+    t = np.arange(-10, 11, dtype=np.float64)
+    ref = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * 0.5**2))
+    ref /= ref.sum()
+    assert _subnormal(ref).sum() > 0
+    k = K.bivariate_gaussian(21, 0.5, 0.5, 0.0).double().numpy()
+    kept = ref >= K.TAP_FLOOR
+    assert not kept.all() and (k[~kept] == 0).all()
+    assert k.sum() == pytest.approx(1.0, abs=1e-7)
+    np.testing.assert_allclose(k[kept], ref[kept] / ref[kept].sum(), rtol=1e-6)
+
+
+def test_no_random_kernel_has_taps_below_the_floor(generator):
+    cfg = K.KernelConfig(sinc_prob=0.3)
+    for _ in range(300):
+        k, rec = K.random_kernel(cfg, generator)
+        v = np.abs(k.double().numpy())
+        assert ((v == 0) | (v >= K.TAP_FLOOR * (1 - 1e-6))).all(), rec
+        assert float(k.double().sum()) == pytest.approx(1.0, abs=1e-6)
+        assert not _subnormal(k.numpy()).any()
+
+
+def test_manet_kernels_keep_manets_own_tail_rule():
+    # MANet zeroes below float64 eps times the peak, not at TAP_FLOOR: a wide kernel keeps taps under 1e-8.
+    k = K.manet_kernel(0.6, 0.6, 0.0).double().numpy()
+    assert ((k > 0) & (k < K.TAP_FLOOR)).any()
+
+
+def test_uniform_draws_select_records_by_inverse_cdf():
+    cfg = K.KernelConfig()
+    # u[0] = 0 is the smallest size, u[1] below sinc_prob a sinc whose cut-off spans its range.
+    rec = K.kernel_record_from_uniforms(cfg, [0.0, 0.05, 0.0] + [0.5] * 6)
+    assert rec == {"type": "sinc", "size": 7, "cutoff": math.pi / 3, "pad_to": 21}
+    # u[3] just below 0.45 is "iso", just above it "aniso" (kernel_prob 0.45, 0.25, ...).
+    assert K.kernel_record_from_uniforms(cfg, [0.99, 0.5, 0, 0.449, 0.5, 0, 0, 0, 0])["type"] == "iso"
+    rec = K.kernel_record_from_uniforms(cfg, [0.99, 0.5, 0, 0.451, 0.5, 0.25, 0.75, 0, 0])
+    assert rec["type"] == "aniso" and rec["size"] == 21
+    assert rec["sigma_x"] == pytest.approx(1.6) and rec["sigma_y"] == pytest.approx(0.9)
+    assert rec["theta"] == pytest.approx(math.pi / 2)
+    with pytest.raises(ConfigError, match="9 uniform draws"):
+        K.kernel_record_from_uniforms(cfg, [0.5] * 8)

@@ -159,26 +159,29 @@ def test_records_of_different_batches_can_be_mixed(hr_batch):
 
 def test_end_to_end_against_a_scipy_reference(hr_batch, generator):
     # Only blur1 and the final x4 area resize remain; noise is zero and JPEG at quality 100. Reference:
-    # scipy correlate (mirror) with the recorded kernel, then 4x4 block means. JPEG's 4:2:0 chroma
-    # subsampling is lossy at any quality (measured RGB errors up to 20 levels on colour edges), so the
-    # comparison is on luma (BT.601 Y, §5.4 weights): measured mean 0.08-0.15, max 0.41 8-bit levels,
-    # the LR's own rounding included.
+    # scipy correlate (mirror) with the recorded kernel, 4x4 block means, then the pipeline's clamp to [0, 1]
+    # (sinc kernels ring outside it). The crops are made grey: JPEG's 4:2:0 chroma subsampling is lossy at any
+    # quality, and on colour edges its decoded RGB leaves [0, 255] and is clipped, which moves luma by up to
+    # 2.7 levels depending on which kernels are drawn. On grey images only the two quality-100 JPEG passes and
+    # the 8-bit rounding remain: BT.601 Y error measured over seeds 0-7, mean 0.11-0.23, max 0.43-0.50 levels
+    # (one sinc draw of size 9, whose ringing is JPEG's worst case at 16x16, 1.45).
+    grey = hr_batch.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     cfg = RealESRGANConfig(
         resize_prob=(0, 0, 1), resize_prob2=(0, 0, 1), resize_modes=("area",), second_blur_prob=0,
         final_sinc_prob=0, noise_range=(0, 0), noise_range2=(0, 0), gaussian_noise_prob=1, gaussian_noise_prob2=1,
         jpeg_range=(100, 100), jpeg_range2=(100, 100), usm_sharpen_gt=False,
     )  # fmt: skip
     d = RealESRGANDegradation(cfg)
-    lr, params = d(hr_batch, generator)
+    lr, params = d(grey, generator)
     y_weights = np.array([65.481, 128.553, 24.966]) / 255
     for b in range(4):
         k = K.kernel_from_record(params[b]["blur1"]).double().numpy()
-        ref = np.stack([ndimage.correlate(hr_batch[b, c].double().numpy(), k, mode="mirror") for c in range(3)])
-        ref = ref.reshape(3, 16, 4, 16, 4).mean((2, 4))
+        ref = np.stack([ndimage.correlate(grey[b, c].double().numpy(), k, mode="mirror") for c in range(3)])
+        ref = np.clip(ref.reshape(3, 16, 4, 16, 4).mean((2, 4)), 0, 1)
         err_y = np.abs(np.tensordot(y_weights, (lr[b].double().numpy() - ref) * 255, 1))
-        assert err_y.mean() < 0.25 and err_y.max() < 0.8
+        assert err_y.mean() < 0.3 and err_y.max() < 0.8
     # Without the blur the reference would be far off: the test sees the kernel.
-    plain = hr_batch[0].double().numpy().reshape(3, 16, 4, 16, 4).mean((2, 4))
+    plain = grey[0].double().numpy().reshape(3, 16, 4, 16, 4).mean((2, 4))
     assert np.abs(np.tensordot(y_weights, (lr[0].double().numpy() - plain) * 255, 1)).mean() > 0.5
 
 
@@ -241,3 +244,33 @@ def test_pool_shuffles_pairs_across_batches_and_keeps_them_paired(generator):
     # Conservation: pool content + everything returned = everything fed in.
     held = set(pool.lr[:, 0, 0, 0].tolist())
     assert held | set(torch.cat(outputs).tolist()) == set(torch.cat(seen_lr).tolist())
+
+
+def test_one_host_synchronisation_per_batch(monkeypatch):
+    # Every way a tensor's value reaches Python is counted; sampling a batch of 32 reads its draws back once
+    # (before: about 24 .item() calls per sample, hundreds of GPU->host syncs per batch).
+    calls = []
+    for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **kw):
+            calls.append(_name)
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    records = RealESRGANDegradation().sample(32, (64, 64), torch.Generator().manual_seed(0))
+    monkeypatch.undo()
+    assert len(records) == 32 and calls == ["tolist"]
+
+
+def test_sampling_is_a_pure_function_of_the_seed_and_batch_draws_are_independent():
+    d = RealESRGANDegradation()
+    a = d.sample(6, (64, 64), torch.Generator().manual_seed(21))
+    assert a == d.sample(6, (64, 64), torch.Generator().manual_seed(21))
+    assert json.loads(json.dumps(a)) == a  # plain JSON values
+    # The generator advances: the next batch differs, and no two samples share a noise seed.
+    g = torch.Generator().manual_seed(21)
+    first, second = d.sample(6, (64, 64), g), d.sample(6, (64, 64), g)
+    assert first == a and second != a
+    seeds = [r[k]["seed"] for r in first + second for k in ("noise1", "noise2")]
+    assert len(set(seeds)) == len(seeds) and all(isinstance(s, int) and 0 <= s < 2**31 for s in seeds)

@@ -184,3 +184,18 @@ def test_previous_stage_inherits_device_precision_and_threads():
     prev = init_config(cfg)
     assert prev is not None
     assert (prev.device, prev.precision, prev.threads, prev.profile, prev.seed) == ("cuda", "bf16", 1, "book", 7)
+
+
+def test_fused_adam_option_leaves_the_run_hash_alone():
+    # Fused and for-each Adam differ only in float operation order (like `threads`): one run, one hash, and
+    # configs written before the key existed keep theirs.
+    base = load_config(None, ["profile=smoke", "stage=representation"])
+    for value in ("true", "false", "null"):
+        cfg = load_config(None, ["profile=smoke", "stage=representation", f"optimiser.fused={value}"])
+        assert cfg.optimiser.fused == {"true": True, "false": False, "null": None}[value]
+        assert config_hash(cfg) == config_hash(base)
+    assert config_hash(load_config(None, ["profile=smoke", "stage=representation", "optimiser.lr=1e-3"])) != (
+        config_hash(base)
+    )
+    with pytest.raises(ConfigError, match="fused"):
+        load_config(None, ["profile=smoke", "stage=representation", "optimiser.fused=often"])

@@ -296,3 +296,18 @@ def test_mixture_protocol_degrades_each_batch_with_one_named_protocol():
     assert seen == {"bicubic", "noise"}
     with pytest.raises(ConfigError, match="unknown degradation protocol"):
         _degradation(load_config(None, ["profile=smoke", "data.protocol=bicubic+nope"]))
+
+
+@pytest.mark.parametrize("fused", [None, True, False])
+def test_adam_first_step_is_lr_times_the_gradient_sign(fused):
+    # Adam's first step with bias correction is lr * g / (|g| + eps), fused or for-each alike; None picks the
+    # fused kernel on the CPU (it has one).
+    from savl.train.loop import _adam
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5, 3.0]))
+    p.grad = torch.tensor([0.3, -1e-3, 2.0, -0.7])
+    opt = _adam([p], fused, lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    assert bool(opt.defaults["fused"]) == (fused is not False)
+    before, g = p.detach().clone(), p.grad.clone()
+    opt.step()
+    assert torch.allclose(p.detach(), before - 0.1 * g / (g.abs() + 1e-8), atol=1e-6)

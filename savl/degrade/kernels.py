@@ -60,8 +60,23 @@ def _mahalanobis(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.
     return inv[0, 0] * xx * xx + (inv[0, 1] + inv[1, 0]) * xx * yy + inv[1, 1] * yy * yy
 
 
-def _normalised(k: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(k / k.sum()).to(torch.float32)
+#: Taps whose magnitude is below this, once the kernel sums to 1, are set to zero and the rest rescaled so the
+#: kernel still sums to 1. Such a tap times a pixel in [0, 1] is under a sixth of a float32 ulp of any result
+#: in [0.5, 1], and zeroing them all (at most 21 x 21, then rescaling) moves an output by under 1e-5, about 1/400
+#: of an 8-bit level; but the Gaussian tails below it reach float32's subnormal range (under 1.2e-38), where x86 CPUs
+#: compute many times slower (about a quarter of Real-ESRGAN's kernel draws had such taps, which made its
+#: 21 x 21 blur 4x slower).
+TAP_FLOOR = 1e-8
+
+
+def _normalised(k: np.ndarray, floor: float = TAP_FLOOR) -> torch.Tensor:
+    """``k / sum(k)`` as float32, with taps below ``floor`` in magnitude zeroed and the sum kept at 1."""
+    k = k / k.sum()
+    tiny = np.abs(k) < floor
+    if floor > 0 and tiny.any():
+        k = np.where(tiny, 0.0, k)
+        k = k / k.sum()  # the zeroed mass goes back to the other taps, in proportion
+    return torch.from_numpy(k).to(torch.float32)
 
 
 def bivariate_gaussian(size: int, sigma_x: float, sigma_y: float, theta: float = 0.0) -> torch.Tensor:
@@ -170,7 +185,7 @@ def manet_kernel(
     k = np.exp(-0.5 * (inv[0, 0] * xx * xx + (inv[0, 1] + inv[1, 0]) * xx * yy + inv[1, 1] * yy * yy))
     k[k < np.finfo(np.float64).eps * k.max()] = 0  # MANet drops the negligible tail values
     out = torch.zeros(size, size)
-    out[:g, :g] = _normalised(k)
+    out[:g, :g] = _normalised(k, floor=0.0)  # MANet's own rule only: the kernels equal MANet's (Table 4)
     return out
 
 
@@ -225,23 +240,34 @@ class KernelConfig:
         return cls(**d)
 
 
-def _uniform(generator: torch.Generator | None, lo: float, hi: float) -> float:
+def uniforms(generator: torch.Generator | None, n: int) -> torch.Tensor:
+    """``n`` draws of U(0, 1) as a float64 tensor on the generator's device (no host synchronisation)."""
     dev = generator.device if generator is not None else "cpu"
-    u = torch.rand((), generator=generator, device=dev, dtype=torch.float64).item()
+    return torch.rand(n, generator=generator, device=dev, dtype=torch.float64)
+
+
+def _pick(u: float, probs) -> int:
+    """The category of a U(0, 1) draw ``u`` under ``probs`` (inverse CDF; zero-probability ones never)."""
+    total = float(sum(probs))
+    acc, last = 0.0, 0
+    for i, p in enumerate(probs):
+        if p > 0:
+            acc += p / total
+            last = i
+            if u < acc:
+                return i
+    return last  # u within rounding of 1
+
+
+def _between(u: float, lo: float, hi: float) -> float:
     return lo + (hi - lo) * u
 
 
-def _choice(generator: torch.Generator | None, probs) -> int:
-    dev = generator.device if generator is not None else "cpu"
-    p = torch.as_tensor(probs, dtype=torch.float64, device=dev)
-    return int(torch.multinomial(p, 1, generator=generator).item())
-
-
-def _draw_beta(generator: torch.Generator | None, lo: float, hi: float) -> float:
+def _beta(u_half: float, u: float, lo: float, hi: float) -> float:
     """Half the time U(lo, 1), half U(1, hi) (Real-ESRGAN's beta draw)."""
-    if _uniform(generator, 0.0, 1.0) < 0.5:
-        return _uniform(generator, lo, 1.0) if lo < 1 else 1.0
-    return _uniform(generator, 1.0, hi) if hi > 1 else 1.0
+    if u_half < 0.5:
+        return _between(u, lo, 1.0) if lo < 1 else 1.0
+    return _between(u, 1.0, hi) if hi > 1 else 1.0
 
 
 def sinc_cutoff_range(size: int) -> tuple[float, float]:
@@ -249,27 +275,46 @@ def sinc_cutoff_range(size: int) -> tuple[float, float]:
     return (math.pi / 3, math.pi) if size < 13 else (math.pi / 5, math.pi)
 
 
-def random_kernel_record(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> dict:
-    """The parameters of one Real-ESRGAN blur kernel draw, without building it; see :func:`random_kernel`."""
+#: U(0, 1) draws one kernel record consumes (size, sinc or not, cut-off, type, sigma_x, sigma_y, theta, and
+#: beta's half and value), whether or not the drawn type uses them all: the draws of a batch have fixed places.
+KERNEL_DRAWS = 9
+#: U(0, 1) draws of one final-filter record (size, sinc or not, cut-off).
+FINAL_DRAWS = 3
+
+
+def kernel_record_from_uniforms(stage_cfg: KernelConfig | dict, u) -> dict:
+    """The Real-ESRGAN blur kernel record that ``KERNEL_DRAWS`` uniform draws ``u`` (floats in [0, 1)) select.
+
+    Size uniformly from ``sizes``; with ``sinc_prob`` a sinc (cut-off by ``sinc_cutoff_range``), otherwise a
+    type by ``kernel_prob``: isotropic types take one sigma and no rotation, anisotropic ones both sigmas and
+    a rotation; generalized/plateau types a beta half below 1, half above.
+    """
     cfg = stage_cfg if isinstance(stage_cfg, KernelConfig) else KernelConfig.from_dict(stage_cfg)
-    size = cfg.sizes[_choice(generator, [1.0] * len(cfg.sizes))]
-    if _uniform(generator, 0.0, 1.0) < cfg.sinc_prob:
-        record: dict[str, Any] = {"type": "sinc", "size": size, "cutoff": _uniform(generator, *sinc_cutoff_range(size))}
+    if len(u) != KERNEL_DRAWS:
+        raise ConfigError(f"a kernel record takes {KERNEL_DRAWS} uniform draws, got {len(u)}")
+    size = cfg.sizes[_pick(u[0], [1.0] * len(cfg.sizes))]
+    if u[1] < cfg.sinc_prob:
+        record: dict[str, Any] = {"type": "sinc", "size": size, "cutoff": _between(u[2], *sinc_cutoff_range(size))}
     else:
-        ktype = cfg.kernel_list[_choice(generator, cfg.kernel_prob)]
-        sx = _uniform(generator, *cfg.sigma_x_range)
+        ktype = cfg.kernel_list[_pick(u[3], cfg.kernel_prob)]
+        sx = _between(u[4], *cfg.sigma_x_range)
         if ktype.endswith("iso") and not ktype.endswith("aniso"):
             sy, theta = sx, 0.0
         else:
-            sy = _uniform(generator, *cfg.sigma_y_range)
-            theta = _uniform(generator, *cfg.rotation_range)
+            sy = _between(u[5], *cfg.sigma_y_range)
+            theta = _between(u[6], *cfg.rotation_range)
         record = {"type": ktype, "size": size, "sigma_x": sx, "sigma_y": sy, "theta": theta}
         if ktype.startswith("generalized"):
-            record["beta"] = _draw_beta(generator, *cfg.betag_range)
+            record["beta"] = _beta(u[7], u[8], *cfg.betag_range)
         elif ktype.startswith("plateau"):
-            record["beta"] = _draw_beta(generator, *cfg.betap_range)
+            record["beta"] = _beta(u[7], u[8], *cfg.betap_range)
     record["pad_to"] = cfg.pad_to
     return record
+
+
+def random_kernel_record(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> dict:
+    """The parameters of one Real-ESRGAN blur kernel draw, without building it; see :func:`random_kernel`."""
+    return kernel_record_from_uniforms(stage_cfg, uniforms(generator, KERNEL_DRAWS).tolist())
 
 
 def random_kernel(stage_cfg: KernelConfig | dict, generator: torch.Generator | None) -> tuple[torch.Tensor, dict]:
@@ -284,18 +329,26 @@ def random_kernel(stage_cfg: KernelConfig | dict, generator: torch.Generator | N
     return kernel_from_record(record), record
 
 
-def random_final_record(
+def final_record_from_uniforms(
     prob: float,
-    generator: torch.Generator | None,
+    u,
     sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21),
     cutoff_range: tuple[float, float] = (math.pi / 3, math.pi),
     pad_to: int = 21,
 ) -> dict:
-    """Record of Real-ESRGAN's final filter: with ``prob`` a sinc with cut-off U(pi/3, pi), else the pulse."""
-    size = sizes[_choice(generator, [1.0] * len(sizes))]
-    if _uniform(generator, 0.0, 1.0) < prob:
-        return {"type": "sinc", "size": size, "cutoff": _uniform(generator, *cutoff_range), "pad_to": pad_to}
+    """Record of Real-ESRGAN's final filter from ``FINAL_DRAWS`` uniform draws ``u``: with ``prob`` a sinc with
+    cut-off in ``cutoff_range`` (U(pi/3, pi)), else the pulse."""
+    if len(u) != FINAL_DRAWS:
+        raise ConfigError(f"a final-filter record takes {FINAL_DRAWS} uniform draws, got {len(u)}")
+    size = sizes[_pick(u[0], [1.0] * len(sizes))]
+    if u[1] < prob:
+        return {"type": "sinc", "size": size, "cutoff": _between(u[2], *cutoff_range), "pad_to": pad_to}
     return {"type": "pulse", "size": pad_to, "pad_to": pad_to}
+
+
+def random_final_record(prob: float, generator: torch.Generator | None, **kw: Any) -> dict:
+    """Record of Real-ESRGAN's final filter drawn from ``generator``; see :func:`final_record_from_uniforms`."""
+    return final_record_from_uniforms(prob, uniforms(generator, FINAL_DRAWS).tolist(), **kw)
 
 
 def random_final_kernel(prob: float, generator: torch.Generator | None, **kw: Any) -> tuple[torch.Tensor, dict]:

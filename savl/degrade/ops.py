@@ -62,9 +62,27 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         raise ConfigError(f"kernel must be (k, k) or (B, k, k) with odd k, got shape {tuple(kernel.shape)}")
     if kernel.shape[0] not in (1, x.shape[0]):
         raise ConfigError(f"{kernel.shape[0]} kernels for a batch of {x.shape[0]} images")
-    kernel = kernel.to(device=x.device, dtype=x.dtype)
+    kernel = _trim_zero_border(kernel).to(device=x.device, dtype=x.dtype)
     p = kernel.shape[-1] // 2
     return kornia.filters.filter2d(reflect_pad(x, p), kernel, padding="valid")
+
+
+def _trim_zero_border(kernel: torch.Tensor) -> torch.Tensor:
+    """Drop the outer rings of a (B, k, k) kernel batch that are zero in every kernel (a host tensor only).
+
+    Real-ESRGAN pads every kernel to 21 x 21; a batch of narrow ones then spends most of its multiplications
+    on zeros. Zero taps add nothing, so the trimmed correlation (with its smaller reflect padding) computes
+    the same sums; a kernel on an accelerator is left alone (reading it would wait for the device).
+    """
+    if kernel.device.type != "cpu" or kernel.shape[-1] == 1:
+        return kernel
+    support = kernel.detach().abs().amax(0) > 0
+    rows, cols = support.any(1).nonzero(), support.any(0).nonzero()
+    if rows.numel() == 0:
+        return kernel
+    c = kernel.shape[-1] // 2
+    r = int(max((rows - c).abs().max(), (cols - c).abs().max()))
+    return kernel[:, c - r : c + r + 1, c - r : c + r + 1] if r < c else kernel
 
 
 def _band_matrix(k: torch.Tensor, n: int) -> torch.Tensor:

@@ -10,8 +10,9 @@ and replayable.
    JPEG -> resize to H/scale -> sinc; the sinc is applied with ``final_sinc_prob``, else the identity;
 5. clamp and round to 8 bits.
 
-Every random choice is drawn on the host from ``generator`` into ``params`` (one JSON-serialisable dict per
-sample, noise included through a per-sample seed), then :meth:`RealESRGANDegradation.apply` runs the ops from
+Every random choice of a batch is drawn from ``generator`` on its device as two tensors and read back in one
+transfer (one host synchronisation per batch on a GPU) into ``params`` (one JSON-serialisable dict per sample,
+noise included through a per-sample seed), then :meth:`RealESRGANDegradation.apply` runs the ops from
 the records alone, so ``apply(hr, params)`` reproduces the LR exactly (same device type).
 
 Departures from Real-ESRGAN's code, each a strict generalisation that costs nothing batched: the noise kind
@@ -29,13 +30,16 @@ import torch
 
 from savl.degrade import ops
 from savl.degrade.kernels import (
+    FINAL_DRAWS,
+    KERNEL_DRAWS,
     KERNEL_TYPES,
     KernelConfig,
-    _choice,
-    _uniform,
+    _between,
+    _pick,
+    final_record_from_uniforms,
     kernel_from_record,
-    random_final_record,
-    random_kernel_record,
+    kernel_record_from_uniforms,
+    uniforms,
 )
 from savl.errors import ConfigError, ImageError
 
@@ -134,6 +138,29 @@ class RealESRGANConfig:
         return cls(**d)
 
 
+#: U(0, 1) draws of a batch's shared choices (resize1 kind/scale/mode, resize2 kind/scale/mode, final order and
+#: final resize mode) and of one sample (blur1, noise1, jpeg1, whether blur2, blur2, noise2, final sinc, final
+#: JPEG); every choice has a fixed place, used or not, so a seed always gives the same records.
+_SHARED_DRAWS = 8
+_SAMPLE_DRAWS = KERNEL_DRAWS + 4 + 1 + 1 + KERNEL_DRAWS + 4 + FINAL_DRAWS + 1
+
+
+class _Draws:
+    """Consecutive slices of one sample's uniform draws."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values, self.at = values, 0
+
+    def take(self, n: int) -> list[float]:
+        out = self.values[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def done(self) -> None:
+        if self.at != len(self.values):
+            raise RuntimeError(f"a sample used {self.at} of its {len(self.values)} draws: _SAMPLE_DRAWS is stale")
+
+
 class RealESRGANDegradation:
     """Real-ESRGAN's second-order degradation on batches (B, 3, H, W) in [0, 1], any device."""
 
@@ -141,67 +168,80 @@ class RealESRGANDegradation:
         self.config = config if config is not None else RealESRGANConfig()
 
     # ---------------------------------------------------------------------------------------------
-    # Sampling: every random choice, on the host
+    # Sampling: every random choice drawn at once on the generator's device, read back in one transfer
     # ---------------------------------------------------------------------------------------------
-    def _resize_draw(self, probs, scale_range, generator) -> dict:
-        kind = ("up", "down", "keep")[_choice(generator, probs)]
+    def _resize_record(self, probs, scale_range, u) -> dict:
+        kind = ("up", "down", "keep")[_pick(u[0], probs)]
         if kind == "up":
-            s = _uniform(generator, 1.0, scale_range[1])
+            s = _between(u[1], 1.0, scale_range[1])
         elif kind == "down":
-            s = _uniform(generator, scale_range[0], 1.0)
+            s = _between(u[1], scale_range[0], 1.0)
         else:
             s = 1.0
-        mode = self.config.resize_modes[_choice(generator, [1.0] * len(self.config.resize_modes))]
+        mode = self.config.resize_modes[_pick(u[2], [1.0] * len(self.config.resize_modes))]
         return {"kind": kind, "scale": s, "mode": mode}
 
-    def _noise_draw(self, gauss_prob, sigma_range, poisson_range, gray_prob, generator) -> dict:
-        if _uniform(generator, 0.0, 1.0) < gauss_prob:
-            rec: dict[str, Any] = {"kind": "gaussian", "sigma": _uniform(generator, *sigma_range)}
+    @staticmethod
+    def _noise_record(gauss_prob, sigma_range, poisson_range, gray_prob, u, seed: int) -> dict:
+        if u[0] < gauss_prob:
+            rec: dict[str, Any] = {"kind": "gaussian", "sigma": _between(u[1], *sigma_range)}
         else:
-            rec = {"kind": "poisson", "scale": _uniform(generator, *poisson_range)}
-        rec["gray"] = bool(_uniform(generator, 0.0, 1.0) < gray_prob)
-        dev = generator.device if generator is not None else "cpu"
-        rec["seed"] = int(torch.randint(0, _SEED_MAX, (), generator=generator, device=dev).item())
+            rec = {"kind": "poisson", "scale": _between(u[2], *poisson_range)}
+        rec["gray"] = bool(u[3] < gray_prob)
+        rec["seed"] = int(seed)
         return rec
 
     def sample(self, batch_size: int, hr_size: tuple[int, int], generator: torch.Generator | None) -> list[dict]:
         """Draw the parameters of one batch: a list of ``batch_size`` JSON-serialisable records.
 
         Resize scales/modes and the final order are drawn once and shared by the batch (as Real-ESRGAN does);
-        kernels, noise (kind, level, gray, seed) and JPEG qualities per sample.
+        kernels, noise (kind, level, gray, seed) and JPEG qualities per sample. All draws of the batch are made
+        as two tensors on the generator's device (``_SHARED_DRAWS + batch_size * _SAMPLE_DRAWS`` uniforms and
+        two noise seeds per sample) and read back together: one host synchronisation per batch on a GPU.
         """
         c = self.config
         h, w = (int(v) for v in hr_size)
-        shared = {
-            "resize1": self._resize_draw(c.resize_prob, c.resize_range, generator),
-            "resize2": self._resize_draw(c.resize_prob2, c.resize_range2, generator),
-        }
-        order = FINAL_ORDERS[0] if _uniform(generator, 0.0, 1.0) < c.final_order_prob else FINAL_ORDERS[1]
-        final_mode = c.resize_modes[_choice(generator, [1.0] * len(c.resize_modes))]
+        dev = generator.device if generator is not None else "cpu"
+        u = uniforms(generator, _SHARED_DRAWS + batch_size * _SAMPLE_DRAWS)
+        seeds = torch.randint(0, _SEED_MAX, (batch_size * 2,), generator=generator, device=dev)
+        # float64 holds every seed below 2^53 exactly, so one tensor (one transfer) carries both
+        values = torch.cat([u, seeds.to(torch.float64)]).tolist()
+        shared, per = values[:_SHARED_DRAWS], values[_SHARED_DRAWS : _SHARED_DRAWS + batch_size * _SAMPLE_DRAWS]
+        seed_values = [int(v) for v in values[_SHARED_DRAWS + batch_size * _SAMPLE_DRAWS :]]
+        resize1 = self._resize_record(c.resize_prob, c.resize_range, shared[0:3])
+        resize2 = self._resize_record(c.resize_prob2, c.resize_range2, shared[3:6])
+        order = FINAL_ORDERS[0] if shared[6] < c.final_order_prob else FINAL_ORDERS[1]
+        final_mode = c.resize_modes[_pick(shared[7], [1.0] * len(c.resize_modes))]
         usm = (
             {"weight": c.usm_weight, "threshold": c.usm_threshold, "radius": c.usm_radius} if c.usm_sharpen_gt else None
         )
         records = []
-        for _ in range(batch_size):
+        for i in range(batch_size):
+            d = _Draws(per[i * _SAMPLE_DRAWS : (i + 1) * _SAMPLE_DRAWS])
             rec: dict[str, Any] = {"scale": c.scale, "hr_size": [h, w], "usm": usm, "antialias": c.resize_antialias}
-            rec["blur1"] = random_kernel_record(c.kernel1, generator)
-            rec["resize1"] = dict(shared["resize1"])
-            rec["noise1"] = self._noise_draw(
-                c.gaussian_noise_prob, c.noise_range, c.poisson_scale_range, c.gray_noise_prob, generator
-            )
-            rec["jpeg1"] = _uniform(generator, *c.jpeg_range)
-            blur2 = _uniform(generator, 0.0, 1.0) < c.second_blur_prob
-            rec["blur2"] = random_kernel_record(c.kernel2, generator) if blur2 else None
-            rec["resize2"] = dict(shared["resize2"])
-            rec["noise2"] = self._noise_draw(
-                c.gaussian_noise_prob2, c.noise_range2, c.poisson_scale_range2, c.gray_noise_prob2, generator
-            )
+            rec["blur1"] = kernel_record_from_uniforms(c.kernel1, d.take(KERNEL_DRAWS))
+            rec["resize1"] = dict(resize1)
+            rec["noise1"] = self._noise_record(
+                c.gaussian_noise_prob, c.noise_range, c.poisson_scale_range, c.gray_noise_prob, d.take(4),
+                seed_values[2 * i],
+            )  # fmt: skip
+            rec["jpeg1"] = _between(d.take(1)[0], *c.jpeg_range)
+            blur2, blur2_draws = d.take(1)[0] < c.second_blur_prob, d.take(KERNEL_DRAWS)
+            rec["blur2"] = kernel_record_from_uniforms(c.kernel2, blur2_draws) if blur2 else None
+            rec["resize2"] = dict(resize2)
+            rec["noise2"] = self._noise_record(
+                c.gaussian_noise_prob2, c.noise_range2, c.poisson_scale_range2, c.gray_noise_prob2, d.take(4),
+                seed_values[2 * i + 1],
+            )  # fmt: skip
             rec["final"] = {
                 "order": order,
                 "mode": final_mode,
-                "sinc": random_final_record(c.final_sinc_prob, generator, cutoff_range=c.final_sinc_cutoff_range),
-                "jpeg": _uniform(generator, *c.jpeg_range2),
+                "sinc": final_record_from_uniforms(
+                    c.final_sinc_prob, d.take(FINAL_DRAWS), cutoff_range=c.final_sinc_cutoff_range
+                ),
+                "jpeg": _between(d.take(1)[0], *c.jpeg_range2),
             }
+            d.done()
             records.append(rec)
         return records
 

@@ -14,6 +14,7 @@ from savl.baselines.redsr import Degrader, ReDSRConfig, ReDSRNet
 from savl.models.decoder import Decoder, DecoderConfig
 from savl.models.discriminator import DiscriminatorConfig, UNetDiscriminatorSN, build_discriminator
 from savl.models.encoder import AmortizedEncoder, EncoderConfig
+from savl.models.rrdb_sft import RRDBSFTConfig, RRDBSFTNet
 from savl.models.savl import SAVL, SAVLConfig
 from savl.models.srnet import DARHAGNet, SRNetConfig
 
@@ -28,6 +29,7 @@ ARCHITECTURES: dict[str, tuple[Callable, type]] = {
     Degrader.architecture: (Degrader, ReDSRConfig),
     DACESRNet.architecture: (DACESRNet, DACESRConfig),
     RealEmbeddingExtractor.architecture: (RealEmbeddingExtractor, REEConfig),
+    RRDBSFTNet.architecture: (RRDBSFTNet, RRDBSFTConfig),
 }
 
 __all__ = ["ARCHITECTURES"]

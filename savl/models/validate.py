@@ -72,6 +72,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "tokens": (1, 32),
     "input_size": (8, 1024),
     "lora_rank": (1, 64),
+    # RRDB-SFT (Table 4's network; channels, num_blocks, growth, res_scale and scale as the decoder's)
+    "sft_hidden": (1, 256),
+    "kernel_components": (1, 441),
 }
 
 #: Longest list a config may hold, deepest nesting of configs, generic integer bound for unknown fields.

@@ -22,13 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from savl.errors import ConfigError
 
 Profile = Literal["smoke", "book", "paper"]
-Stage = Literal["representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr"]
-# The last three train the baselines (savl.baselines.objectives.STAGES): ReDSR, DACESR's REE, DACESR's SR net.
-STAGES = ("representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr")
+Stage = Literal["representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr", "rrdb_sft"]
+# redsr, dacesr_ree, dacesr train the baselines (savl.baselines.objectives.STAGES): ReDSR, DACESR's REE, DACESR's SR
+# net; rrdb_sft trains Table 4's guided RRDB-SFT (savl.models.rrdb_sft).
+STAGES = ("representation", "joint", "frozen_l1", "gan", "redsr", "dacesr_ree", "dacesr", "rrdb_sft")
 
 # What each profile sets when a config leaves it out. The paper's schedule (§4.1): joint 200K,
 # frozen-estimator L1 800K, + perceptual + GAN 600K, batch 32, 64x64 LR patches (GT 256), lr 2e-4 / 1e-4 (GAN),
-# halved every 200K. `book` fits a chapter's ~3 CPU minutes; `smoke` a test's seconds.
+# halved every 200K. `book` fits a chapter's ~3 CPU minutes; `smoke` a test's seconds. The rrdb_sft stage
+# (Table 4's guided RRDB-SFT, A.3) takes MANet's stage-2 length, 480K, in the paper profile.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {
         "batch": 32,
@@ -36,7 +38,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "val_size": 256,
         "iterations": {"representation": 200_000, "joint": 200_000, "frozen_l1": 800_000, "gan": 600_000,
                        # ReDSR: 1,000 epochs of 3,450 images in batches of 16 (its §4.1); DACESR: REE 300K, SR 500K
-                       "redsr": 215_000, "dacesr_ree": 300_000, "dacesr": 500_000},
+                       "redsr": 215_000, "dacesr_ree": 300_000, "dacesr": 500_000, "rrdb_sft": 480_000},
         "halve_every": 200_000,
         "anneal_steps": 50_000,
         "pool_size": 192,
@@ -46,10 +48,12 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 4,
         "gt_size": 128,
         "val_size": 128,
-        # benchmarks/results/train_step_cpu.md: 2.2 / 10.7 / 3.4 / 7.8 CPU-s per step (batch 4, LR 32), i.e.
-        # about 1 / 5 / 2 / 4 s on two idle cores: each stage stays within a chapter's ~3 minutes.
+        # benchmarks/results/train_step_cpu.md, one thread: 0.28 / 0.72 / 0.42 / 2.2 CPU-s per step (batch 4,
+        # LR 32), measured under a load average of 10-11 from other jobs, which inflates them (on one idle core:
+        # 0.18-0.23 / 0.62-0.66 / 0.42-0.45 / 1.76-1.88 s), so these iterations cost about
+        # 28 / 22 / 13 / 33 CPU-s: each stage stays well within a chapter's ~3 minutes.
         "iterations": {"representation": 100, "joint": 30, "frozen_l1": 30, "gan": 15,
-                       "redsr": 30, "dacesr_ree": 100, "dacesr": 30},
+                       "redsr": 30, "dacesr_ree": 100, "dacesr": 30, "rrdb_sft": 30},
         "halve_every": 1_000_000,
         "anneal_steps": 50,
         "pool_size": 0,
@@ -60,7 +64,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "gt_size": 32,
         "val_size": 32,
         "iterations": {"representation": 4, "joint": 4, "frozen_l1": 4, "gan": 4, "redsr": 4, "dacesr_ree": 4,
-                       "dacesr": 4},
+                       "dacesr": 4, "rrdb_sft": 4},
         "halve_every": 2,
         "anneal_steps": 4,
         "pool_size": 0,
@@ -91,7 +95,9 @@ class DataConfig(_Strict):
     layout: Literal["folders", "realsr", "drealsr"] = "folders"  # paired folder layout
     gt_size: int | None = Field(None, ge=4)  # HR crop; the LR patch is gt_size / scale
     scale: Literal[4] = 4
-    protocol: str = "realesrgan"  # a savl.degrade.protocols name, or a+b: one of them per batch
+    # a savl.degrade.protocols name, or a+b: one of them per batch; "manet": MANet's spatially variant kernels
+    # (Table 4) with the mode drawn per image from 1-5, noise 15 (savl.train.data.ManetModes)
+    protocol: str = "realesrgan"
     pool_size: int | None = Field(None, ge=0)  # 0: no pool; else a multiple of the per-rank batch
     usm: bool = True  # Real-ESRGAN sharpens the GT before degrading it and uses it as the loss target
     max_side: int | None = Field(None, ge=16)  # shrink sample photos first (cheap book runs)
@@ -105,11 +111,20 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Sizes come from the profile (savl.models *.profile(name)); these switch the ablations (§4.4)."""
+    """Sizes come from the profile (savl.models *.profile(name)); these switch the ablations (§4.4).
+
+    `guidance` and `encoder_from` belong to the rrdb_sft stage (Table 4, A.3): what the RRDB-SFT network is
+    conditioned on ("none", "code": a frozen SAVL encoder's posterior mean, "kernel": the ground-truth kernel
+    map of each batch), and for "code" the SAVL model file (a SAVL or AmortizedEncoder .safetensors) whose
+    encoder is used; a relative path is read from the config file's folder. `init_from` a representation run
+    (or its config) gives the encoder too. Left out (None) elsewhere, so they leave other configs' hashes alone.
+    """
 
     variant: Literal["savl", "deterministic", "deterministic_club"] = "savl"
     channel_guidance: bool = True
     spatial_guidance: bool = True
+    guidance: Literal["none", "code", "kernel"] | None = None
+    encoder_from: str | None = None
 
 
 class OptimiserConfig(_Strict):
@@ -121,6 +136,9 @@ class OptimiserConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     lr_d: float | None = Field(None, gt=0)  # discriminator (GAN stage); None -> lr
     lr_club: float = Field(1e-4, gt=0)  # the CLUB variational net (deterministic_club variant)
+    # Adam's fused kernel (one pass over all parameters): None uses it where the device has one (CPU, CUDA), as
+    # it measured faster on CPU (benchmarks/results/speed_cpu.md); false keeps the for-each implementation.
+    fused: bool | None = None
 
 
 class ScheduleConfig(_Strict):
@@ -193,6 +211,8 @@ class TrainConfig(_Strict):
     losses: LossConfig = LossConfig()
     batch: int | None = Field(None, ge=1)  # global batch (split over DDP ranks)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # torch.compile each network. On a CPU at book size it pays nothing: 0.94-1.05x the eager step, after about
+    # a minute (51-64 s) of compilation per stage; it is for long runs on a GPU.
     compile: bool = False
     deterministic: bool = False
     ema: float | None = Field(None, ge=0, lt=1)  # None -> 0.999 in the GAN stage, off otherwise
@@ -248,6 +268,31 @@ class TrainConfig(_Strict):
             raise ValueError("data.source=hr_folder needs data.root, data.folders or data.meta_info")
         if d.source != "hr_folder" and (d.folders or d.meta_info):
             raise ValueError(f"data.folders and data.meta_info apply to data.source=hr_folder, not {d.source}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_guidance(self) -> TrainConfig:
+        m, d = self.model, self.data
+        if self.stage != "rrdb_sft":
+            if m.guidance is not None or m.encoder_from is not None:
+                raise ValueError(f"model.guidance and model.encoder_from belong to stage rrdb_sft, not {self.stage}")
+            return self
+        if m.guidance is None:
+            object.__setattr__(m, "guidance", "none")
+        if m.encoder_from is not None and m.guidance != "code":
+            raise ValueError(f"model.encoder_from is the encoder of guidance code; this config's is {m.guidance}")
+        if m.guidance == "code" and m.encoder_from is None and not self.init_from:
+            raise ValueError("model.guidance code needs a trained SAVL encoder: set model.encoder_from or init_from")
+        if m.guidance == "kernel":
+            # the kernel map exists only for MANet's protocol, and the pool would separate it from its LR image
+            if d.protocol != "manet" and not (d.protocol.startswith("manet-mode") and "+" not in d.protocol):
+                raise ValueError(f"model.guidance kernel needs data.protocol manet (or manet-modeN), got {d.protocol}")
+            if d.source != "paired" and not d.val_protocol.startswith("manet-mode"):
+                raise ValueError(f"model.guidance kernel needs data.val_protocol manet-modeN, got {d.val_protocol}")
+            if d.pool_size:
+                raise ValueError("model.guidance kernel cannot use data.pool_size (the pool would lose the kernel map)")
+            if getattr(d, "val_data", None):
+                raise ValueError("model.guidance kernel validates on a MANet-protocol set, not data.val_data")
         return self
 
     @model_validator(mode="after")
@@ -363,6 +408,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         candidate = Path(path).parent / cfg.init_from
         if candidate.exists():
             cfg.init_from = str(candidate.resolve())
+    if path is not None and cfg.model.encoder_from and not Path(cfg.model.encoder_from).is_absolute():
+        cfg.model.encoder_from = str((Path(path).parent / cfg.model.encoder_from).resolve())
     return cfg
 
 
@@ -430,10 +477,25 @@ def _init_identity(cfg: TrainConfig) -> str | None:
     return "run:" + str(p.resolve() if p.exists() else p)
 
 
+def _model_identity(model: dict) -> dict:
+    """The model section as hashed: the rrdb_sft keys only where set (other configs keep their old hashes), and
+    the encoder file by its content (a retrained encoder is another run)."""
+    out = {k: v for k, v in model.items() if not (k in ("guidance", "encoder_from") and v is None)}
+    if out.get("encoder_from"):
+        p = Path(out["encoder_from"])
+        if p.is_file():
+            out["encoder_from"] = "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 of the canonical (sorted-key) JSON of what the run computes; stable over key order."""
     data = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    # Fused or for-each Adam make the same update in another order of float operations (like `threads`): runs
+    # that differ only there are one run, and configs written before the key existed keep their hash.
+    data["optimiser"].pop("fused", None)
     data["init_from"] = _init_identity(cfg)
+    data["model"] = _model_identity(data["model"])
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

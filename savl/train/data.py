@@ -68,6 +68,41 @@ def _images(cfg, names=None):
     return sample_images(names, max_side=cfg.data.max_side)
 
 
+class ManetModes:
+    """MANet's spatially variant protocol for training (Table 4, A.3): each image's mode drawn uniformly from
+    `modes`, then `savl.degrade.spatial.manet_degrade` (x4, noise 15). `with_kernel_map(hr, generator)` returns
+    (lr, kernel map, params), the map being the (sig1, sig2, theta) of the kernel that made each LR pixel: the
+    ground-truth guidance of the same draw. Calling it returns (lr, params), as a named protocol does."""
+
+    name = "manet"
+
+    def __init__(self, modes=(1, 2, 3, 4, 5), scale: int = 4, noise: float = 15):
+        self.modes, self.scale, self.noise = tuple(modes), int(scale), float(noise)
+
+    def with_kernel_map(self, hr: torch.Tensor, generator: torch.Generator | None):
+        from savl.degrade.spatial import manet_degrade
+
+        dev = generator.device if generator is not None else "cpu"
+        lrs, maps, params = [], [], []
+        for i in range(hr.shape[0]):
+            mode = self.modes[0]
+            if len(self.modes) > 1:  # one mode: no draw, so the stream (and images) equal protocol manet-modeN's
+                mode = self.modes[int(torch.randint(0, len(self.modes), (1,), generator=generator, device=dev))]
+            lr, kmap, p = manet_degrade(hr[i : i + 1], mode, generator, scale=self.scale, noise=self.noise)
+            lrs.append(lr), maps.append(kmap), params.extend(p)
+        return torch.cat(lrs), torch.cat(maps), params
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator | None):
+        lr, _, params = self.with_kernel_map(hr, generator)
+        return lr, params
+
+
+class _OneMode(ManetModes):
+    def __init__(self, mode: int):
+        super().__init__((mode,))
+        self.name = f"manet-mode{mode}"
+
+
 class _Mixture:
     """`data.protocol: a+b+c`: each batch is degraded by one of the named protocols, drawn uniformly from the
     run's degradation generator (so a resumed run draws the same sequence). No USM target (target = GT)."""
@@ -83,10 +118,22 @@ class _Mixture:
 
 
 def _degradation(cfg):
-    """Real-ESRGAN's two-stage pipeline (Wang et al. 2021; USM switch from the config), a named protocol, or a
-    mixture (a+b: one of them per batch)."""
+    """Real-ESRGAN's two-stage pipeline (Wang et al. 2021; USM switch from the config), a mixture (a+b: one of
+    them per batch), MANet's modes (`ManetModes`) or a named protocol."""
     if "+" in cfg.data.protocol:
         return _Mixture(cfg.data.protocol.split("+"))
+    from savl.degrade.protocols import MANET_NOISE
+
+    p = cfg.data.protocol
+    if p == "manet":
+        return ManetModes(scale=cfg.data.scale, noise=MANET_NOISE)
+    if p.startswith("manet-mode") and p[len("manet-mode") :].isdigit():
+        from savl.degrade.spatial import MANET_MODES
+
+        mode = int(p[len("manet-mode") :])
+        if mode not in MANET_MODES:
+            raise ConfigError(f"unknown degradation protocol {p!r}; MANet modes are {MANET_MODES}")
+        return _OneMode(mode)  # the same images as the named protocol, with their kernel map
     if cfg.data.protocol == "realesrgan":
         from savl.degrade.realesrgan import RealESRGANConfig, RealESRGANDegradation
 
@@ -97,8 +144,9 @@ def _degradation(cfg):
 
 
 class BatchSource:
-    """`batch(step) -> (lr, target, real)`: LR input, the loss target (USM-sharpened GT when `data.usm`, as
-    Real-ESRGAN trains) and the clean GT (the discriminator's real images), all on `device`."""
+    """`next() -> (lr, target, real, guide)`: LR input, the loss target (USM-sharpened GT when `data.usm`, as
+    Real-ESRGAN trains), the clean GT (the discriminator's real images), all on `device`, and the batch's
+    ground-truth kernel map (MANet protocols, `ManetModes.with_kernel_map`; None for the others)."""
 
     def __init__(self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0, files=None):
         if cfg.batch % world:
@@ -149,14 +197,18 @@ class BatchSource:
         self._iter = iter(loader)
 
     @torch.no_grad()
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         batch = next(self._iter)
         hr = batch["hr"].to(self.device, non_blocking=True)
         if self.paired:
             lr = batch["lr"].to(self.device, non_blocking=True)
-            return lr, hr, hr
+            return lr, hr, hr, None
         deg = self.degradation
-        if hasattr(deg, "sharpen"):
+        guide = None
+        if isinstance(deg, ManetModes):  # the kernel map of this very draw (the pool is refused by the config)
+            lr, guide, _ = deg.with_kernel_map(hr, self.generator)
+            target = hr
+        elif hasattr(deg, "sharpen"):
             lr, _, target = deg(hr, self.generator, return_sharpened=True)
         else:
             lr, _ = deg(hr, self.generator)
@@ -164,7 +216,7 @@ class BatchSource:
         if self.pool is not None:
             lr, both = self.pool(lr, torch.cat([target, hr], 1), self.generator)
             target, hr = both[:, :3], both[:, 3:]
-        return lr.contiguous(), target.contiguous(), hr.contiguous()
+        return lr.contiguous(), target.contiguous(), hr.contiguous(), guide
 
     def state(self) -> dict:
         out = {"generator": self.generator.get_state()}
@@ -192,6 +244,18 @@ def hr_training_files(cfg) -> list[Path]:
 
 def _rank_seed(seed: int, rank: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), int(stream)]).generate_state(1)[0])
+
+
+def validation_guide(valset, index: int, device) -> torch.Tensor:
+    """The kernel map of item `index` of a frozen MANet-protocol set, replayed from its stored params; the
+    replayed LR must equal the stored one (else the params are not those of this image)."""
+    from savl.models.rrdb_sft import replayed_kernel_map
+
+    item = valset[index]
+    try:
+        return replayed_kernel_map(item["hr"], item["lr"], valset.params[index]).to(device)
+    except ConfigError as e:
+        raise ConfigError(f"{valset.path}: {item['name']}: {e}") from None
 
 
 def real_validation_set(cfg) -> list[dict]:

@@ -7,6 +7,10 @@
 - gan: as frozen_l1, plus VGG19 perceptual and adversarial losses against a U-Net discriminator (SN); an EMA
   of the SR net is kept (decay 0.999, as Real-ESRGAN). The adversarial part is computed by the loop, which
   owns the discriminator.
+- rrdb_sft: the non-blind RRDB-SFT of Table 4 (A.3, savl.models.rrdb_sft), L1, conditioned per batch on
+  `model.guidance`: nothing, a frozen SAVL encoder's posterior mean ("code", the encoder from
+  `model.encoder_from` or `init_from`), or the ground-truth kernel map of the batch's own draw ("kernel",
+  handed over by the loop from `BatchSource.next`).
 
 The SAVL objective's reduction (`losses.reduction`) applies to the SAVL loss only; the SR losses are per-element
 means. With `reduction: literal` the SAVL loss is a per-image sum, thousands of times the SR L1 of the joint
@@ -74,6 +78,9 @@ def build_models(cfg) -> dict[str, nn.Module]:
     if cfg.stage == "representation":
         models["savl"] = make_savl(AmortizedEncoder(enc_cfg))
         return models
+    if cfg.stage == "rrdb_sft":
+        models["srnet"] = _build_rrdb_sft(cfg, enc_cfg)
+        return models
     sr_cfg = SRNetConfig.profile(p).replace(
         channel_guidance=m.channel_guidance, spatial_guidance=m.spatial_guidance, encoder=enc_cfg
     )
@@ -90,6 +97,28 @@ def build_models(cfg) -> dict[str, nn.Module]:
     if cfg.stage in ("frozen_l1", "gan") and srnet.encoder is not None:
         srnet.encoder.requires_grad_(False)
     return models
+
+
+def _build_rrdb_sft(cfg, enc_cfg) -> nn.Module:
+    """RRDB-SFT at the profile's size; for guidance "code" its frozen encoder comes from `model.encoder_from`
+    (a SAVL or AmortizedEncoder model file, whose encoder config it takes) or later from `init_from` (the loop
+    loads a representation run's encoder into `srnet.encoder`; the profile's encoder config then)."""
+    from savl.models.rrdb_sft import RRDBSFTConfig, RRDBSFTNet
+
+    m = cfg.model
+    net_cfg = dataclasses.replace(RRDBSFTConfig.profile(cfg.profile, m.guidance), encoder=enc_cfg)
+    if not m.encoder_from:
+        return RRDBSFTNet(net_cfg)
+    from savl.models.encoder import AmortizedEncoder
+    from savl.models.io import load_model
+
+    loaded = load_model(m.encoder_from)
+    encoder = loaded if isinstance(loaded, AmortizedEncoder) else getattr(loaded, "encoder", None)
+    if not isinstance(encoder, AmortizedEncoder):
+        raise ConfigError(f"{m.encoder_from}: model.encoder_from must be a SAVL or AmortizedEncoder model file")
+    net = RRDBSFTNet(dataclasses.replace(net_cfg, encoder=encoder.config))
+    net.encoder.load_state_dict(encoder.state_dict())
+    return net
 
 
 def make_objective(cfg, models: dict[str, nn.Module]) -> nn.Module:
@@ -119,11 +148,17 @@ class Objective(nn.Module):
                 self.decoder = savl.decoder
 
     def forward(
-        self, lr: torch.Tensor, target: torch.Tensor, step: int, generator=None, clean: torch.Tensor | None = None
+        self,
+        lr: torch.Tensor,
+        target: torch.Tensor,
+        step: int,
+        generator=None,
+        clean: torch.Tensor | None = None,
+        guide: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """`target` is the SR loss target (USM-sharpened GT when `data.usm`); `clean` the GT the LR was made from
         (None: `target`). SAVL's decoder re-degrades `clean`: p(y | x, r) models how y came from x, and y was
-        made from the unsharpened x."""
+        made from the unsharpened x. `guide` is the batch's kernel map (rrdb_sft with guidance kernel)."""
         lo = self.losses
         x = target if clean is None else clean
         if self.stage == "representation":
@@ -139,6 +174,11 @@ class Objective(nn.Module):
             terms["sr_" + lo.sr] = sr_term
             terms["loss"] = lo.savl_weight * out["loss"] + lo.sr_weight * sr_term
             return terms
+        if self.stage == "rrdb_sft":
+            # "kernel": the batch's kernel map; "code": the frozen encoder codes lr (no graph); "none": nothing
+            sr = self.srnet(lr, guide if self.srnet.config.guidance == "kernel" else None)
+            sr_term = _sr_loss(lo.sr, sr, target)
+            return {"sr_" + lo.sr: sr_term, "loss": lo.sr_weight * sr_term, "sr": sr}
         enc = self.srnet.encoder
         if enc is not None:
             with torch.no_grad():
