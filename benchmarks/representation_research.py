@@ -20,7 +20,16 @@ from pathlib import Path
 import torch
 
 
-def report(jsonl: Path) -> str:
+def _loads(rows) -> str:
+    """The machine's load while the rows were scored (rows written before it was recorded: the range then)."""
+    loads = [r["load_average"] for r in rows if "load_average" in r]
+    if not loads:
+        return "load not recorded."
+    return f"load averages of {min(loads):.0f}-{max(loads):.0f} on 2 cores while these were scored."
+
+
+def report(jsonl: Path, title: str = "What makes the representation learn: the sweep, scored on the held-out photos",
+           note: str = "") -> str:
     """The sweep as a Markdown table (one row per scored code), for benchmarks/results/."""
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
 
@@ -28,30 +37,33 @@ def report(jsonl: Path) -> str:
         return f"{100 * r[k]:.1f}" if k in r else "-"
 
     lines = [
-        "# What makes the representation learn: the sweep, scored on the held-out photos",
+        f"# {title}",
         "",
+        *([note, ""] if note else []),
         "Written by `python benchmarks/representation_research.py ... --out "
         f"{jsonl.as_posix()}` (then `--report`). Probes: `savl.zoo.held_out_probe_metrics` on the 4 held-out "
         "photos (Table 1: 64 crops per noise level, chance 25 %; Table 5: k-means accuracy, constant code "
-        "shown as 'const'). One seed per row; load averages of 8-12 on 2 cores while these were measured.",
+        "shown as 'const'). One seed per row; " + _loads(rows),
         "",
-        "| code | likelihood | training degradations | beta (pixel) | steps | KL nats/px | L1 (zero code) "
+        "| code | likelihood | training degradations | beta (pixel) | anneal steps | steps | KL nats/px "
+        "| L1 (zero code) "
         "| T1 content % | T1 noise % | T5 type % | T5 blur % | T5 noise % |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         kl = f"{r['kl_nats_per_pixel']:.3f}" if "kl_nats_per_pixel" in r else "-"
         l1 = f"{r['rec_l1']:.4f} ({r['rec_l1_zero_code']:.4f})" if "rec_l1" in r else "-"
         proto = r.get("protocol", "-").replace("+", " + ")
         lines.append(
-            f"| {r['name']} | {r.get('rec', '-')} | {proto} | {r.get('beta_final', '-')} | {r.get('steps', '-')} "
+            f"| {r['name']} | {r.get('rec', '-')} | {proto} | {r.get('beta_final', '-')} "
+            f"| {r.get('anneal_steps', '-')} | {r.get('steps', '-')} "
             f"| {kl} | {l1} | {pct(r, 't1_content_probe')} | {pct(r, 't1_noise_probe')} | {pct(r, 't5_type')} "
             f"| {pct(r, 't5_blur')} | {pct(r, 't5_noise')} |"
         )
     if rows:
         r = rows[0]
         lines.append(
-            f"| const (majority label) | - | - | - | - | - | - | - | - | {pct(r, 't5_type_chance')} "
+            f"| const (majority label) | - | - | - | - | - | - | - | - | - | {pct(r, 't5_type_chance')} "
             f"| {pct(r, 't5_blur_chance')} | {pct(r, 't5_noise_chance')} |"
         )
     return "\n".join(lines) + "\n"
@@ -65,10 +77,13 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--label", default="")
     ap.add_argument("--report", action="store_true", help="write <out>.md from the rows in --out and stop")
+    ap.add_argument("--title", default=None, help="the report's heading (with --report)")
+    ap.add_argument("--note", default="", help="a paragraph under the heading: how the rows were made")
     args = ap.parse_args(argv)
     if args.report:
         out = Path(args.out)
-        out.with_suffix(".md").write_text(report(out))
+        kw = {"title": args.title} if args.title else {}
+        out.with_suffix(".md").write_text(report(out, note=args.note, **kw))
         return
     torch.set_num_threads(1)
     from savl.analysis.reference import HandcraftedCode
