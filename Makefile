@@ -48,8 +48,10 @@ reproduce: $(STAMP)
 
 # The model zoo (models/): train every entry whose files are missing, resumably (runs/zoo/), and write its card.
 # `make book` never retrains what the zoo holds; `savl models verify` checks every file against its card.
+# One entry per core at a time (each at one thread); JOBS=1 trains them one after another.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 models: $(STAMP)
-	$(BIN)/savl models train
+	$(BIN)/savl models train --jobs $(JOBS)
 	$(BIN)/savl models verify
 
 clean-book:

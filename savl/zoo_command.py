@@ -43,6 +43,9 @@ def cmd_models(args) -> int:
     if args.action == "train":
         from tqdm import tqdm
 
+        if args.jobs < 1:
+            raise SavlError(f"--jobs {args.jobs}: train at least one entry at a time")
+
         todo = [n for n in names if args.force or not zoo.is_present(n, root)]
         for name in names:
             if name not in todo:
@@ -50,12 +53,24 @@ def cmd_models(args) -> int:
         if not todo:
             print("savl: every zoo model is present and matches its card; nothing to train")
             return 0
-        for name in tqdm(todo, desc="zoo", unit="model", file=sys.stderr, disable=None):
-            card = zoo.build(name, root=root, runs=args.runs)
+        from savl import zoo_schedule
+
+        todo = zoo_schedule.order(todo, zoo_schedule.dependencies(todo, root))
+        bar = tqdm(total=len(todo), desc="zoo", unit="model", file=sys.stderr, disable=None)
+
+        def done(name, card):
+            bar.update(1)
             print(f"{name}: trained and packaged ({zoo.model_dir(name, root)})")
             for protocol, metrics in card["held_out_metrics"].items():
                 shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
                 print(f"  held-out {protocol}: {shown}")
+
+        if args.jobs > 1 and len(todo) > 1:
+            zoo_schedule.train_parallel(todo, args.jobs, root=root, runs=args.runs, on_done=done)
+        else:
+            for name in todo:
+                done(name, zoo.build(name, root=root, runs=args.runs))
+        bar.close()
         return 0
     raise SavlError(f"unknown action {args.action!r}")
 
@@ -67,4 +82,7 @@ def add_models_parser(subparsers) -> None:
     m.add_argument("--root", help="zoo folder (default: $SAVL_MODELS or models/ in the repository)")
     m.add_argument("--runs", help="where training runs go (default: runs/zoo)")
     m.add_argument("--force", action="store_true", help="train again even when the model is present")
+    m.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N entries at a time, one process at one thread each (an entry that starts from "
+                   "another's shipped weights waits for it); `make models` uses one per core")
     m.set_defaults(func=cmd_models)
