@@ -562,8 +562,9 @@ def missing_seeds(family: str, root: str | os.PathLike | None = None) -> list[st
 
 def chain_iterations(name: str, root: str | os.PathLike | None = None) -> int:
     """Training steps of a zoo entry counted over its whole chain: its own iterations plus those of the stage it
-    starts from (`init_from` a config: that config's chain; a zoo model's weights file: that entry's chain; a
-    run folder: that run's config). A frozen encoder from `model.encoder_from` is not counted (another model)."""
+    starts from (`init_from` a config: that config's chain; a zoo model's weights file `<entry>/<entry>.safetensors`:
+    that entry's chain; a run folder: that run's config). A frozen encoder from `model.encoder_from` is not
+    counted (another model)."""
     from savl.train.config import init_config, init_from_model_file, load_config
 
     def chain(cfg) -> int:
@@ -573,11 +574,12 @@ def chain_iterations(name: str, root: str | os.PathLike | None = None) -> int:
         prev = init_config(cfg)
         if prev is not None:
             return steps + chain(prev)
-        dep = zoo_dependency(cfg, root)
-        if dep is not None:
-            return steps + chain_iterations(dep, root)
+        model_file = init_from_model_file(cfg)
+        if model_file is not None and model_file.stem in entries(root):
+            # a zoo model's weights (models/<entry>/<entry>.safetensors, in this zoo or in the repository's)
+            return steps + chain_iterations(model_file.stem, root)
         run_config = Path(cfg.init_from) / "config.yaml"
-        if init_from_model_file(cfg) is None and run_config.is_file():
+        if model_file is None and run_config.is_file():
             return steps + chain(load_config(run_config))
         raise ConfigError(f"{cfg.init_from}: cannot count the steps of the stage {name!r} starts from")
 

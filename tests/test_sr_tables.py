@@ -140,3 +140,9 @@ def test_missing_seeds_and_chain_iterations(tmp_path):
     assert zoo.chain_iterations("base-s0", root) == 8
     assert zoo.chain_iterations("gan-s0", root) == 15
     assert zoo.chain_iterations("hat-s0", root) == 11
+    # a copy of the zoo list elsewhere ($SAVL_MODELS) still counts the model the config names by its entry
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "zoo.yaml").write_text((root / "zoo.yaml").read_text())
+    assert zoo.zoo_dependency(zoo.entry("gan-s0", other).train_config(), other) is None
+    assert zoo.chain_iterations("gan-s0", other) == 15
