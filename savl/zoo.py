@@ -437,13 +437,36 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
     return card
 
 
+def zoo_dependency(cfg, root: str | os.PathLike | None = None) -> str | None:
+    """The zoo entry whose weights file the run config starts from (`init_from: .../models/<name>/<name>.safetensors`
+    in this zoo), or None (a run, a config, another file, or none)."""
+    from savl.train.config import init_from_model_file
+
+    model_file = init_from_model_file(cfg)
+    if model_file is None:
+        return None
+    name = model_file.stem
+    same = model_file.resolve() == weights_path(name, root).resolve()
+    return name if same and name in entries(root) else None
+
+
 def build(name: str, root: str | os.PathLike | None = None, runs: str | os.PathLike | None = None,
           device: str = "cpu") -> dict:
-    """Train (or resume) the entry's run under `runs` and package it into the zoo; return the card."""
+    """Train (or resume) the entry's run under `runs` and package it into the zoo; return the card.
+
+    An entry that starts from another zoo model's weights (`init_from` its `.safetensors`, e.g. the stage-3
+    model from the shipped stage-2 one) gets that model first: trained when missing, else verified against its
+    card, so it starts from the shipped file."""
     from savl.train import get_or_train
 
     e = entry(name, root)
     cfg = e.train_config()
+    dep = zoo_dependency(cfg, root)
+    if dep is not None and dep != name:
+        if not is_present(dep, root):
+            print(f"savl: {name} starts from zoo model {dep!r}, which is missing; training it first", file=sys.stderr)
+            build(dep, root=root, runs=runs, device=device)
+        verify(dep, root)  # the run's hash names that file's content (savl.train.config.config_hash)
     start = time.perf_counter()
     run = get_or_train(cfg, root=runs_root(runs))
     print(f"savl: {name}: trained in {time.perf_counter() - start:.0f} s; scoring on the held-out split",
@@ -520,12 +543,44 @@ def seed_cards(family: str, root: str | os.PathLike | None = None) -> list[dict]
     """The cards of the shipped seeds of one family: entries named `<family>-s<N>` whose files are present, in
     seed order (each card has its seed under "config"). A chapter aggregates them (mean and spread over seeds)
     and says how many seeds there are; an entry listed but not shipped is left out."""
+    return [read_card(name, root) for _, name in _family_seeds(family, root) if is_present(name, root)]
+
+
+def _family_seeds(family: str, root: str | os.PathLike | None = None) -> list[tuple[int, str]]:
     import re
 
     pattern = re.compile(rf"{re.escape(family)}-s(\d+)")
-    found = []
-    for name in entries(root):
-        m = pattern.fullmatch(name)
-        if m and is_present(name, root):
-            found.append((int(m.group(1)), read_card(name, root)))
-    return [card for _, card in sorted(found, key=lambda t: t[0])]
+    found = [(int(m.group(1)), name) for name in entries(root) if (m := pattern.fullmatch(name))]
+    return sorted(found)
+
+
+def missing_seeds(family: str, root: str | os.PathLike | None = None) -> list[str]:
+    """The entries `<family>-s<N>` that the zoo lists but does not ship yet (no card or a missing file), in seed
+    order: what a chapter names as not trained when it shows the seeds that exist."""
+    return [name for _, name in _family_seeds(family, root) if not is_present(name, root)]
+
+
+def chain_iterations(name: str, root: str | os.PathLike | None = None) -> int:
+    """Training steps of a zoo entry counted over its whole chain: its own iterations plus those of the stage it
+    starts from (`init_from` a config: that config's chain; a zoo model's weights file `<entry>/<entry>.safetensors`:
+    that entry's chain; a run folder: that run's config). A frozen encoder from `model.encoder_from` is not
+    counted (another model)."""
+    from savl.train.config import init_config, init_from_model_file, load_config
+
+    def chain(cfg) -> int:
+        steps = cfg.schedule.iterations
+        if not cfg.init_from:
+            return steps
+        prev = init_config(cfg)
+        if prev is not None:
+            return steps + chain(prev)
+        model_file = init_from_model_file(cfg)
+        if model_file is not None and model_file.stem in entries(root):
+            # a zoo model's weights (models/<entry>/<entry>.safetensors, in this zoo or in the repository's)
+            return steps + chain_iterations(model_file.stem, root)
+        run_config = Path(cfg.init_from) / "config.yaml"
+        if model_file is None and run_config.is_file():
+            return steps + chain(load_config(run_config))
+        raise ConfigError(f"{cfg.init_from}: cannot count the steps of the stage {name!r} starts from")
+
+    return chain(entry(name, root).train_config())

@@ -9,7 +9,15 @@ import yaml
 
 from savl.errors import ConfigError
 from savl.losses import convert_beta
-from savl.train.config import PROFILE_DEFAULTS, apply_override, config_hash, load_config, read_yaml, validate
+from savl.train.config import (
+    PROFILE_DEFAULTS,
+    apply_override,
+    config_hash,
+    init_from_model_file,
+    load_config,
+    read_yaml,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -30,7 +38,10 @@ def test_every_yaml_validates(path):
     assert cfg.schedule.iterations >= 1 and cfg.batch >= 1 and cfg.data.gt_size % cfg.data.scale == 0
     if cfg.init_from:  # previous stages are named relative to the file and must exist
         assert Path(cfg.init_from).is_file()
-        assert load_config(cfg.init_from).profile == cfg.profile
+        if init_from_model_file(cfg) is not None:  # a shipped model's weights, with its JSON config beside
+            assert Path(cfg.init_from).with_suffix(".json").is_file()
+        else:
+            assert load_config(cfg.init_from).profile == cfg.profile
 
 
 def test_paper_schedule_matches_section_4_1():

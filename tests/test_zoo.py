@@ -235,3 +235,68 @@ def test_seed_cards_returns_the_shipped_seeds_of_a_family_in_seed_order(tmp_path
         (folder / "card.json").write_text(json.dumps(card))
     assert [c["name"] for c in zoo.seed_cards("fam", root)] == ["fam-s0", "fam-s2"]
     assert zoo.seed_cards("missing", root) == []
+
+
+STAGE2_CONFIG = """\
+profile: smoke
+stage: frozen_l1
+data: {names: [astronaut], val_names: [chelsea], max_side: 160}
+schedule: {iterations: 2}
+seed: 0
+"""
+
+GAN_CONFIG = """\
+profile: smoke
+stage: gan
+init_from: models/base/base.safetensors
+ema: 0.9
+losses: {perceptual: 0.0, gan: 0.1}
+data: {names: [astronaut], val_names: [chelsea], max_side: 160}
+schedule: {iterations: 2}
+seed: 0
+"""
+
+
+@pytest.mark.slow
+def test_a_stage3_entry_starts_from_the_shipped_stage2_model(tmp_path, monkeypatch, runs_dir, small_sets):
+    """An entry whose config starts from another zoo model's weights file (the stage-3 GAN model from the stage-2
+    one) trains that model first when it is missing, verifies it against its card, ships its EMA weights."""
+    monkeypatch.setenv("SAVL_RUNS", str(runs_dir))
+    (tmp_path / "stage2.yaml").write_text(STAGE2_CONFIG)
+    (tmp_path / "gan.yaml").write_text(GAN_CONFIG)
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "zoo.yaml").write_text(
+        "models:\n"
+        f"  gan:\n    config: {tmp_path / 'gan.yaml'}\n    artefact: srnet_ema\n    kind: sr\n"
+        f"  base:\n    config: {tmp_path / 'stage2.yaml'}\n    artefact: srnet\n    kind: sr\n"
+    )
+    assert zoo.zoo_dependency(zoo.entry("gan", root).train_config(), root) == "base"
+    assert zoo.zoo_dependency(zoo.entry("base", root).train_config(), root) is None
+    card = zoo.build("gan", root=root)
+    assert zoo.is_present("base", root) and zoo.verify("gan", root)["name"] == "gan"
+    assert card["config"]["stage"] == "gan" and card["config"]["losses"]["perceptual"] == 0.0
+    assert card["config"]["init_from"] == str(zoo.weights_path("base", root).resolve())
+    assert {"realesrgan", "manet"} <= set(card["held_out_metrics"])
+    # the shipped weights are the run's EMA, not its live SR net
+    from safetensors.torch import load_file
+
+    from savl.train import get_or_train
+
+    run = get_or_train(zoo.entry("gan", root).train_config(), root=runs_dir)
+    shipped = load_file(str(zoo.weights_path("gan", root)))
+    ema, live = load_file(str(run.final / "srnet_ema.safetensors")), load_file(str(run.final / "srnet.safetensors"))
+    assert all(torch_equal(shipped[k], v) for k, v in ema.items())
+    assert any(not torch_equal(shipped[k], v) for k, v in live.items())
+    # a stage-2 file that no longer matches its card stops the stage-3 build, in one line
+    weights = zoo.weights_path("base", root)
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ModelFileError, match="does not match its card") as e:
+        zoo.build("gan", root=root)
+    assert "\n" not in str(e.value)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

@@ -226,7 +226,9 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads on CPU
     workers: int = Field(0, ge=0)  # DataLoader workers
     output: str = "runs"
-    init_from: str | None = None  # a previous stage: a run folder or a config file (trained if missing)
+    # a previous stage: a run folder, a config file (trained if missing), or a model file (.safetensors, e.g. a
+    # zoo model's weights) whose SR net this stage starts from
+    init_from: str | None = None
     debug: DebugConfig = DebugConfig()
 
     @field_validator("name")
@@ -397,7 +399,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Read a YAML config (or start from defaults when `path` is None), apply overrides, validate.
 
     A relative `init_from` is resolved against the config file's folder, so configs can name their previous
-    stage as `init_from: stage1.yaml`.
+    stage as `init_from: stage1.yaml`; a model file (`init_from_model_file`) always is, like
+    `model.encoder_from`, so a missing one is reported where the config says it lies.
     """
     data = read_yaml(path) if path is not None else {}
     where = str(path) if path is not None else "<config>"
@@ -406,7 +409,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = validate(data, where)
     if path is not None and cfg.init_from and not Path(cfg.init_from).is_absolute():
         candidate = Path(path).parent / cfg.init_from
-        if candidate.exists():
+        if candidate.exists() or init_from_model_file(cfg) is not None:
             cfg.init_from = str(candidate.resolve())
     if path is not None and cfg.model.encoder_from and not Path(cfg.model.encoder_from).is_absolute():
         cfg.model.encoder_from = str((Path(path).parent / cfg.model.encoder_from).resolve())
@@ -466,13 +469,31 @@ def init_config(cfg: TrainConfig) -> TrainConfig | None:
     return None
 
 
+#: Suffixes of an `init_from` that names a model file (savl.models.io format) rather than a run or a config.
+MODEL_FILE_SUFFIXES = (".safetensors",)
+
+
+def init_from_model_file(cfg: TrainConfig) -> Path | None:
+    """The model file `init_from` names (a shipped model's weights, e.g. a zoo model's
+    `models/<name>/<name>.safetensors`), or None when it names a run folder or a config file. The stage's SR net
+    starts from its weights (`savl.models.io.load_weights`, which checks the architecture's config)."""
+    if not cfg.init_from:
+        return None
+    p = Path(cfg.init_from)
+    return p if p.suffix in MODEL_FILE_SUFFIXES else None
+
+
 def _init_identity(cfg: TrainConfig) -> str | None:
-    """A previous stage given as a config file is identified by its hash, so editing it changes ours."""
+    """A previous stage given as a config file is identified by its hash, so editing it changes ours; a model
+    file by its content (another file at the same path is another run)."""
     if not cfg.init_from:
         return None
     prev = init_config(cfg)
     if prev is not None:
         return "config:" + config_hash(prev)
+    model_file = init_from_model_file(cfg)
+    if model_file is not None and model_file.is_file():
+        return "model:sha256:" + hashlib.sha256(model_file.read_bytes()).hexdigest()
     p = Path(cfg.init_from)
     return "run:" + str(p.resolve() if p.exists() else p)
 

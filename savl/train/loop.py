@@ -22,7 +22,16 @@ from torch import nn
 
 from savl.errors import ConfigError, ModelFileError, SavlError
 from savl.train import checkpoint as ckpt
-from savl.train.config import TrainConfig, as_config, config_hash, dump_yaml, init_config, load_config, run_name
+from savl.train.config import (
+    TrainConfig,
+    as_config,
+    config_hash,
+    dump_yaml,
+    init_config,
+    init_from_model_file,
+    load_config,
+    run_name,
+)
 from savl.train.data import BatchSource, _rank_seed, hr_training_files, validation_guide, validation_set
 from savl.train.distributed import DistInfo, setup, teardown
 from savl.train.records import MetricsLog, Progress, atomic_text, environment
@@ -131,10 +140,19 @@ class _Trainer:
         return None
 
     def _init_from(self, models: dict[str, nn.Module]) -> None:
-        """Load the previous stage's final weights (a run folder, or a config trained here if missing)."""
+        """Load the previous stage's final weights (a run folder, or a config trained here if missing), or the SR
+        net's weights from a model file (a shipped zoo model)."""
         from savl.models.io import load_weights
 
         cfg = self.cfg
+        model_file = init_from_model_file(cfg)
+        if model_file is not None:
+            if models.get("srnet") is None:
+                raise ConfigError(f"{model_file}: init_from a model file starts an SR net; stage {cfg.stage} has none")
+            if not model_file.is_file():
+                raise ConfigError(f"{model_file}: init_from names no such model file (train or restore it first)")
+            load_weights(models["srnet"], model_file)
+            return
         prev_cfg = init_config(cfg)
         prev = get_or_train(prev_cfg) if prev_cfg is not None else Run(Path(cfg.init_from))
         if not prev.finished:
