@@ -28,6 +28,7 @@ LAYERS = [
     {"savl.models", "savl.evaluate", "savl.book", "savl.export"},
     {"savl.train", "savl.eval_command", "savl.explore", "savl.table4"},
     {"savl.zoo"},
+    {"savl.zoo_schedule"},
     {"savl.zoo_command"},
     {"savl.cli"},
     {"savl.__main__"},
