@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from savl.book import models_dir, runs_dir
-from savl.errors import ConfigError, ModelFileError
+from savl.errors import ConfigError, DataError, ModelFileError
 from savl.provenance import atomic_write_text, git_commit, machine_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,8 @@ KINDS = ("sr", "representation")
 # Held-out SR evaluation: each held-out photo degraded this many times (independent draws), fixed seed.
 HELD_OUT_DRAWS = 3
 HELD_OUT_SEED = 2026
+# The frozen held-out SR sets the shipped cards were scored on (see held_out_sr_set).
+SHIPPED_HELD_OUT = REPO_ROOT / "data" / "heldout"
 
 
 def zoo_root(root: str | os.PathLike | None = None) -> Path:
@@ -225,7 +227,11 @@ def held_out_sr_set(protocol: str = "realesrgan", cache: str | os.PathLike | Non
     """The frozen held-out SR set of one degradation protocol: each held-out photo (savl.data.split.HELD_OUT),
     centre-cropped to at most `crop` pixels a side (None: whole) and to a multiple of 4, degraded `draws` times
     (default HELD_OUT_DRAWS) by `protocol`, seed HELD_OUT_SEED. Built once and cached (every file hashed) under
-    `cache` (default runs/heldout/)."""
+    `cache` (default runs/heldout/).
+
+    With no `cache`, a copy shipped in the repository (SHIPPED_HELD_OUT, data/heldout/) is read first: the
+    cards were scored on those sets, and a set drawn afresh can differ from them (the Real-ESRGAN sampler's
+    draws changed when it was batched), so shipping the frozen files keeps every card's numbers reproducible."""
     from savl.data import FrozenValidationSet, sample_images
     from savl.data.split import HELD_OUT, SPLIT_NAME
 
@@ -236,9 +242,15 @@ def held_out_sr_set(protocol: str = "realesrgan", cache: str | os.PathLike | Non
         h, w = (min(H, crop or H) // 4 * 4, min(W, crop or W) // 4 * 4)
         top, left = (H - h) // 2, (W - w) // 2
         images += [(f"{name}-{k}", img[:3, top : top + h, left : left + w]) for k in range(draws)]
+    folder = f"{SPLIT_NAME}-{protocol}-{draws}x{crop or 'full'}"
+    if cache is None and (SHIPPED_HELD_OUT / folder / "manifest.json").is_file():
+        shipped = FrozenValidationSet.load(SHIPPED_HELD_OUT / folder)
+        if shipped.meta["seed"] != HELD_OUT_SEED:
+            raise DataError(f"{SHIPPED_HELD_OUT / folder}: drawn with seed {shipped.meta['seed']}, "
+                            f"not {HELD_OUT_SEED}")
+        return shipped
     base = Path(cache) if cache is not None else runs_root().parent / "heldout"
-    path = base / f"{SPLIT_NAME}-{protocol}-{draws}x{crop or 'full'}"
-    return FrozenValidationSet.load_or_build(images, protocol, HELD_OUT_SEED, path)
+    return FrozenValidationSet.load_or_build(images, protocol, HELD_OUT_SEED, base / folder)
 
 
 def held_out_sr_metrics(model, protocol: str = "realesrgan", device: str = "cpu", cache=None) -> dict:

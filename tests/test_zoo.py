@@ -300,3 +300,28 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+def test_shipped_cards_were_scored_on_the_shipped_held_out_sets():
+    """Every SR card names the frozen held-out sets it was scored on by hash; the sets shipped in data/heldout
+    (what held_out_sr_set reads on a fresh clone) must be exactly those, so a retrained model's card compares.
+    Draws and crop come from the card itself (other tests of this module shrink the module's defaults)."""
+    from savl.data.split import HELD_OUT
+
+    checked, seen = 0, {}
+    for name in zoo.entries():
+        card = zoo.read_card(name)
+        for metrics in (card or {}).get("held_out_metrics", {}).values():
+            if not (isinstance(metrics, dict) and "set_hashes" in metrics):
+                continue
+            draws = metrics["images"] // (len(HELD_OUT) * len(metrics["sets"]))
+            for n, want in zip(metrics["sets"], metrics["set_hashes"], strict=True):
+                # Table 4's cards (RRDB-SFT) do not record the crop: the MANet sets' 256-pixel one
+                key = (n, draws, metrics.get("hr_crop", 256))
+                if key not in seen:
+                    data = zoo.held_out_sr_set(n, draws=draws, crop=key[2])
+                    assert zoo.SHIPPED_HELD_OUT in data.path.parents, key
+                    seen[key] = data.hash[:16]
+                assert seen[key] == want, (name, n)
+            checked += 1
+    assert checked >= 20
