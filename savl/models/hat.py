@@ -30,6 +30,11 @@ from savl.errors import ConfigError, ImageError
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 # Logit given to a pair of pixels from different regions of a shifted window (HAT's value).
 SHIFT_MASK_VALUE = -100.0
+# Without gradients, the upsampling tail runs in horizontal bands once its full-resolution feature map would
+# exceed this many bytes, each band with TAIL_HALO LR rows of context (enough for its four 3x3 convolutions at
+# 1x, 1x, 2x and 4x: 1 + 1 + 1/2 + 1/4 rows): the same values, at a fraction of the tail's peak memory.
+TAIL_BAND_BYTES = 2**27
+TAIL_HALO = 3
 
 
 class FactoredBias(NamedTuple):
@@ -618,5 +623,30 @@ class HAT(nn.Module):
         x = reflect_pad_to(lr - mean, self.window)
         x = self.conv_first(x)
         x = self.deep_features(x, guides, reference)
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = self.tail(x)
         return x[..., : H * self.upscale, : W * self.upscale] + mean
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_before_upsample, pixel shuffles, conv_last: (B, C, H, W) features -> (B, in_ch, sH, sW).
+
+        Without gradients, a map whose full-resolution features (num_feat x sH x sW floats) exceed
+        TAIL_BAND_BYTES runs in horizontal bands with TAIL_HALO rows of context, written into one output: the
+        tail's two largest tensors (the last convolution's input and the map before it) then exist one band at
+        a time instead of for the whole image."""
+        B, _, H, W = x.shape
+        s = self.upscale
+        full = B * self.conv_last.in_channels * H * s * W * s * x.element_size()
+        n = -(-full // TAIL_BAND_BYTES)
+        if torch.is_grad_enabled() or n < 2 or H < 2 * n:
+            return self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        out = None
+        for i in range(n):
+            a, b = H * i // n, H * (i + 1) // n
+            a0, b0 = max(a - TAIL_HALO, 0), min(b + TAIL_HALO, H)
+            y = self.conv_last(self.upsample(self.conv_before_upsample(x[:, :, a0:b0])))
+            if out is None:
+                cl = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+                fmt = torch.channels_last if cl else torch.contiguous_format
+                out = torch.empty((B, y.shape[1], H * s, W * s), dtype=y.dtype, device=y.device, memory_format=fmt)
+            out[:, :, a * s : b * s] = y[:, :, (a - a0) * s : (b - a0) * s]
+        return out
