@@ -156,7 +156,8 @@ def _bands(
             patch = patch.contiguous(memory_format=torch.channels_last)
         pred = _run(model, patch, dtype)[0].cpu()
         if pred.shape[-2:] != (H * scale, W * scale):
-            raise SavlError(f"{type(model).__name__}: a {H}x{W} input gave {tuple(pred.shape[-2:])}, not x{scale} of it")
+            got = tuple(pred.shape[-2:])
+            raise SavlError(f"{type(model).__name__}: a {H}x{W} input gave {got}, not x{scale} of it")
         yield 0, pred.clone() if pred.is_inference() else pred  # an inference tensor cannot be changed in place
         return
     xwin = [_window(c, W, overlap, scale) for c in cols]

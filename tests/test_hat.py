@@ -353,3 +353,29 @@ def test_ocab_layout_matches_window_partition_of_per_head_tensors(generator, mon
         ref_q = window_partition(qkv[..., :dim].contiguous(), w).view(-1, w * w, heads, dim // heads).transpose(1, 2)
     assert seen["q"].is_contiguous()
     torch.testing.assert_close(seen["q"], ref_q, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_banded_tail_equals_the_whole_tail(generator, monkeypatch, channels_last):
+    # Without gradients a large map's upsampling tail runs in bands with TAIL_HALO rows of context; every output
+    # row must be the one the whole-map tail computes (the halo covers the four 3x3 convolutions).
+    import savl.models.hat as hat
+
+    torch.manual_seed(0)
+    model = tiny_hat().eval()
+    lr = torch.rand(1, 3, 24, 20, generator=generator)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        lr = lr.contiguous(memory_format=torch.channels_last)
+    calls = []
+    model.conv_last.register_forward_hook(lambda m, i, o: calls.append(o.shape[-2]))
+    with torch.no_grad():
+        whole = model(lr)
+        assert calls == [96]
+        monkeypatch.setattr(hat, "TAIL_BAND_BYTES", 64 * 96 * 80 * 4 // 4)  # a quarter of the 4x map: 4 bands
+        banded = model(lr)
+    assert len(calls) == 5 and max(calls[1:]) < 96
+    torch.testing.assert_close(banded, whole, atol=1e-6, rtol=1e-6)
+    out = model(lr)  # with gradients: one pass
+    assert len(calls) == 6 and calls[-1] == 96
+    torch.testing.assert_close(out.detach(), whole, atol=1e-6, rtol=1e-6)
