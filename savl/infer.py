@@ -150,6 +150,16 @@ def _bands(
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     rows, cols = tile_grid(H, tile), tile_grid(W, tile)
+    if len(rows) == len(cols) == 1:  # one tile: every blend weight is 1, so its output is the image
+        patch = rgb[None].to(device)
+        if channels_last:
+            patch = patch.contiguous(memory_format=torch.channels_last)
+        pred = _run(model, patch, dtype)[0].cpu()
+        if pred.shape[-2:] != (H * scale, W * scale):
+            got = tuple(pred.shape[-2:])
+            raise SavlError(f"{type(model).__name__}: a {H}x{W} input gave {got}, not x{scale} of it")
+        yield 0, pred.clone() if pred.is_inference() else pred  # an inference tensor cannot be changed in place
+        return
     xwin = [_window(c, W, overlap, scale) for c in cols]
     col_sum = torch.zeros(W * scale)  # the blend weights are separable, so their sum is an outer product
     for a0, a1, wx in xwin:
@@ -245,17 +255,21 @@ def upscale(
     halved on out-of-memory); an H x W image runs ceil(H / tile) * ceil(W / tile) forward passes.
     overlap: LR pixels of context added on each inner side of a tile (Real-ESRGAN's tile_pad), blended.
     """
-    out: list[torch.Tensor] = []
-    starts: list[int] = []
+    if image.dim() != 3:
+        raise ValueError(f"upscale expects (C,H,W) with C in 1, 3, 4; got {tuple(image.shape)}")
+    s = scale or model_scale(model)
+    c, h, w = image.shape
+    # Rows go straight into the result (no list of copies and no concatenation: one output's worth of memory);
+    # the alpha plane, if any, takes the last channel.
+    result = torch.empty(c, h * s, w * s)
 
     def keep(y: int, rows: torch.Tensor) -> None:
-        if starts and y <= starts[-1]:  # an out-of-memory restart: begin again
-            out.clear(), starts.clear()
-        out.append(rows.clone()), starts.append(y)  # `rows` is a view into a buffer that is reused
+        result[: rows.shape[0], y : y + rows.shape[1]] = rows  # an out-of-memory restart rewrites the rows
 
-    _, alpha = _stream(model, image, keep, tile, overlap, dtype, device, scale)
-    result = torch.cat(out, 1)
-    return result if alpha is None else torch.cat([result, alpha], 0)
+    _, alpha = _stream(model, image, keep, tile, overlap, dtype, device, s)
+    if alpha is not None:
+        result[3:] = alpha
+    return result
 
 
 @torch.no_grad()

@@ -295,3 +295,87 @@ def test_drop_path_is_identity_in_eval_and_unbiased_in_train(generator):
     y = dp.train()(x)
     assert set(y.unique().tolist()) == {0.0, 2.0}
     assert abs(y.mean().item() - 1.0) < 0.05
+
+
+def test_training_attention_skips_sdpa_math_path_with_equal_values_and_gradients(generator, monkeypatch):
+    # On the CPU a bias that needs a gradient (the position table in training) would send SDPA down its math
+    # path (slow NaN-safe softmax); the explicit form must give the reference path's outputs and gradients.
+    import savl.models.hat as hat
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*a, **kw):
+        calls.append(kw.get("attn_mask") is not None and kw["attn_mask"].requires_grad)
+        return sdpa(*a, **kw)
+
+    monkeypatch.setattr(hat.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    model = tiny_hat().train()
+    lr = torch.rand(2, 3, 8, 12, generator=generator)
+    target = torch.rand(2, 3, 32, 48, generator=generator)
+    grads = []
+    for reference in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = model(lr, reference=reference)
+        F.l1_loss(out, target).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert not any(calls)  # no SDPA call with a mask that needs a gradient
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # inference still runs SDPA (its flash kernel takes a mask without a gradient)
+        model.eval()(lr)
+    assert len(calls) > 0
+
+
+def test_ocab_layout_matches_window_partition_of_per_head_tensors(generator, monkeypatch):
+    # OCAB builds q, k, v in their (windows, heads, tokens, head_dim) layout in one copy each: the queries must
+    # be window_partition's windows split into heads (keys, values and the output are pinned by the naive
+    # neighbourhood test above).
+    torch.manual_seed(0)
+    dim, w, H, W, heads = 12, 4, 8, 12, 3
+    blk = OCAB(dim, w, 0.5, heads=heads)
+    x = torch.randn(2, H * W, dim, generator=generator)
+    seen = {}
+
+    def capture(q, k, v, bias, scale, reference):
+        seen["q"] = q
+        return q  # identity on the queries: OCAB's output is then proj(q put back) + x, before the MLP
+
+    import savl.models.hat as hat
+
+    monkeypatch.setattr(hat, "attention", capture)
+    with torch.no_grad():
+        blk(x, (H, W))
+    with torch.no_grad():
+        qkv = blk.qkv(blk.norm1(x)).view(2, H, W, 3 * dim)
+        ref_q = window_partition(qkv[..., :dim].contiguous(), w).view(-1, w * w, heads, dim // heads).transpose(1, 2)
+    assert seen["q"].is_contiguous()
+    torch.testing.assert_close(seen["q"], ref_q, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_banded_tail_equals_the_whole_tail(generator, monkeypatch, channels_last):
+    # Without gradients a large map's upsampling tail runs in bands with TAIL_HALO rows of context; every output
+    # row must be the one the whole-map tail computes (the halo covers the four 3x3 convolutions).
+    import savl.models.hat as hat
+
+    torch.manual_seed(0)
+    model = tiny_hat().eval()
+    lr = torch.rand(1, 3, 24, 20, generator=generator)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        lr = lr.contiguous(memory_format=torch.channels_last)
+    calls = []
+    model.conv_last.register_forward_hook(lambda m, i, o: calls.append(o.shape[-2]))
+    with torch.no_grad():
+        whole = model(lr)
+        assert calls == [96]
+        monkeypatch.setattr(hat, "TAIL_BAND_BYTES", 64 * 96 * 80 * 4 // 4)  # a quarter of the 4x map: 4 bands
+        banded = model(lr)
+    assert len(calls) == 5 and max(calls[1:]) < 96
+    torch.testing.assert_close(banded, whole, atol=1e-6, rtol=1e-6)
+    out = model(lr)  # with gradients: one pass
+    assert len(calls) == 6 and calls[-1] == 96
+    torch.testing.assert_close(out.detach(), whole, atol=1e-6, rtol=1e-6)

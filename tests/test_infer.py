@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from savl.infer import _bands, _window, count_tiles, resample, tile_grid, upscale, upscale_to_array
+from savl.infer import _bands, _channels_last, _window, count_tiles, resample, tile_grid, upscale, upscale_to_array
 
 
 class TinySR(nn.Module):
@@ -207,3 +207,20 @@ def test_upscale_runs_channels_last_on_cpu_and_gives_the_weights_back():
     assert torch.allclose(out, ref, atol=1e-6)
     for k, v in model.state_dict().items():
         assert v.is_contiguous() and torch.equal(v, before[k]), k
+
+
+def test_one_tile_is_the_network_output_itself():
+    # A single tile skips the blend buffer: its output must be the network's, clamped (to float rounding: upscale
+    # holds the weights channels-last); with tiles, the rows written straight into the result must be exactly
+    # those the streamed bands hand on.
+    model = TinySR().eval()
+    img = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(img[None])[0].clamp(0, 1)
+    torch.testing.assert_close(upscale(model, img, tile=None), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(upscale(model, img, tile=64), ref, atol=1e-6, rtol=0)  # one core covers it
+    tiled = upscale(model, img, tile=16, overlap=4)
+    with torch.no_grad(), _channels_last(model, torch.device("cpu")) as cl:
+        bands = _bands(model, img, 16, 4, torch.float32, "cpu", 4, cl)
+        rows = torch.cat([r.clone().clamp_(0, 1) for _, r in bands], 1)
+    assert torch.equal(tiled, rows)

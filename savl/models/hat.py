@@ -30,6 +30,11 @@ from savl.errors import ConfigError, ImageError
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 # Logit given to a pair of pixels from different regions of a shifted window (HAT's value).
 SHIFT_MASK_VALUE = -100.0
+# Without gradients, the upsampling tail runs in horizontal bands once its full-resolution feature map would
+# exceed this many bytes, each band with TAIL_HALO LR rows of context (enough for its four 3x3 convolutions at
+# 1x, 1x, 2x and 4x: 1 + 1 + 1/2 + 1/4 rows): the same values, at a fraction of the tail's peak memory.
+TAIL_BAND_BYTES = 2**27
+TAIL_HALO = 3
 
 
 class FactoredBias(NamedTuple):
@@ -119,12 +124,20 @@ def shifted_window_mask(
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float, reference: bool
 ) -> torch.Tensor:
-    """softmax(q k^T * scale + bias) v; SDPA with an additive float mask, or materialised when `reference`."""
+    """softmax(q k^T * scale + bias) v; SDPA with an additive float mask, or materialised when `reference`.
+
+    On the CPU, a bias that needs a gradient (the relative position table in training) is also materialised:
+    SDPA's CPU flash kernel has no gradient for its mask, so PyTorch would fall back to its math path, whose
+    NaN-safe softmax costs about three plain ones (the explicit form is 1.2x faster forward + backward).
+    """
     if reference:
         logits = (q * scale) @ k.transpose(-2, -1)
         if bias is not None:
             logits = logits + bias
         return logits.softmax(dim=-1) @ v
+    if bias is not None and bias.requires_grad and q.device.type == "cpu" and torch.is_grad_enabled():
+        # in place: the product's backward needs q and k, not its output
+        return ((q * scale) @ k.transpose(-2, -1)).add_(bias.to(q.dtype)).softmax(dim=-1) @ v
     if bias is not None:
         bias = bias.to(q.dtype).contiguous()
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -240,10 +253,11 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def position_bias(self) -> torch.Tensor:
-        """(heads, N, N) relative position bias gathered from the table."""
+        """(heads, N, N) relative position bias gathered from the table, contiguous (so a sum with the mask, or a
+        logit tensor it is added to, comes out in plain row-major order without another copy)."""
         N = self.window * self.window
         table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return table.view(N, N, self.heads).permute(2, 0, 1)
+        return table.view(N, N, self.heads).permute(2, 0, 1).contiguous()
 
     def forward(
         self,
@@ -285,7 +299,9 @@ class WindowAttention(nn.Module):
                 total = (total.reshape(1, nW, h, N, N) + bias.reshape(B, nW, -1, N, N)).reshape(B, nW * h, N, N)
             fold = lambda t: t.reshape(B, nW * h, N, t.shape[-1])  # noqa: E731
             out = attention(fold(q), fold(k), fold(v), total, self.scale, reference).reshape(Bw, h, N, -1)
-        return self.proj(out[..., :hd].transpose(1, 2).reshape(Bw, N, C))
+        if out.shape[-1] != hd:  # cut the factored bias's zero channels (only then: a slice costs a backward)
+            out = out[..., :hd]
+        return self.proj(out.transpose(1, 2).reshape(Bw, N, C))
 
 
 class ChannelAttention(nn.Module):
@@ -402,30 +418,31 @@ class OCAB(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def position_bias(self) -> torch.Tensor:
-        """(heads, w*w, ow*ow) relative position bias."""
+        """(heads, w*w, ow*ow) relative position bias, contiguous."""
         n, m = self.window**2, self.overlap_window**2
         table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return table.view(n, m, self.heads).permute(2, 0, 1)
+        return table.view(n, m, self.heads).permute(2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], reference: bool = False) -> torch.Tensor:
         H, W = size
         B, L, C = x.shape
         w, ow, h = self.window, self.overlap_window, self.heads
+        hd, nH, nW = C // h, H // w, W // w
         shortcut = x
         qkv = self.qkv(self.norm1(x)).view(B, H, W, 3 * C)
-        q = window_partition(qkv[..., :C].contiguous(), w)  # (B*nW, w*w, C)
-        kv = F.unfold(qkv[..., C:].permute(0, 3, 1, 2), kernel_size=ow, stride=w, padding=(ow - w) // 2)
-        nW = kv.shape[-1]  # unfold orders windows row-major, like window_partition
-        kv = kv.view(B, 2, C, ow * ow, nW).permute(1, 0, 4, 3, 2).reshape(2, B * nW, ow * ow, C)
-        q = q.view(B * nW, w * w, h, C // h).transpose(1, 2)
-        k = kv[0].view(B * nW, ow * ow, h, C // h).transpose(1, 2)
-        v = kv[1].view(B * nW, ow * ow, h, C // h).transpose(1, 2)
+        q, kv = qkv.split([C, 2 * C], dim=-1)  # one split: its backward is one cat, not two zero-filled slices
+        # Each of q, k, v goes to its (windows, heads, tokens, head_dim) layout in a single copy, contiguous as
+        # attention wants it; windows in row-major order (window_partition's, and unfold's below).
+        q = q.view(B, nH, w, nW, w, h, hd).permute(0, 1, 3, 5, 2, 4, 6).reshape(B * nH * nW, h, w * w, hd)
+        kv = F.unfold(kv.permute(0, 3, 1, 2), kernel_size=ow, stride=w, padding=(ow - w) // 2)  # (B, 2C*ow*ow, nW)
+        k, v = kv.view(B, 2, h, hd, ow * ow, nH * nW).permute(1, 0, 5, 2, 4, 3).reshape(2, -1, h, ow * ow, hd)
         if not reference and _flex_applies(q):
             table, index = self.relative_position_bias_table, self.relative_position_index
             out = flex_biased_attention(q, k, v, table, index, self.scale)
         else:
             out = attention(q, k, v, self.position_bias().unsqueeze(0), self.scale, reference)
-        out = window_reverse(out.transpose(1, 2).reshape(B * nW, w * w, C), w, H, W).view(B, L, C)
+        # (B*nW, heads, w*w, hd) -> (B, H*W, C) in one copy (window_reverse and the head merge together)
+        out = out.view(B, nH, nW, h, w, w, hd).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, L, C)
         x = self.proj(out) + shortcut
         return x + self.mlp(self.norm2(x))
 
@@ -606,5 +623,30 @@ class HAT(nn.Module):
         x = reflect_pad_to(lr - mean, self.window)
         x = self.conv_first(x)
         x = self.deep_features(x, guides, reference)
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        x = self.tail(x)
         return x[..., : H * self.upscale, : W * self.upscale] + mean
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_before_upsample, pixel shuffles, conv_last: (B, C, H, W) features -> (B, in_ch, sH, sW).
+
+        Without gradients, a map whose full-resolution features (num_feat x sH x sW floats) exceed
+        TAIL_BAND_BYTES runs in horizontal bands with TAIL_HALO rows of context, written into one output: the
+        tail's two largest tensors (the last convolution's input and the map before it) then exist one band at
+        a time instead of for the whole image."""
+        B, _, H, W = x.shape
+        s = self.upscale
+        full = B * self.conv_last.in_channels * H * s * W * s * x.element_size()
+        n = -(-full // TAIL_BAND_BYTES)
+        if torch.is_grad_enabled() or n < 2 or H < 2 * n:
+            return self.conv_last(self.upsample(self.conv_before_upsample(x)))
+        out = None
+        for i in range(n):
+            a, b = H * i // n, H * (i + 1) // n
+            a0, b0 = max(a - TAIL_HALO, 0), min(b + TAIL_HALO, H)
+            y = self.conv_last(self.upsample(self.conv_before_upsample(x[:, :, a0:b0])))
+            if out is None:
+                cl = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+                fmt = torch.channels_last if cl else torch.contiguous_format
+                out = torch.empty((B, y.shape[1], H * s, W * s), dtype=y.dtype, device=y.device, memory_format=fmt)
+            out[:, :, a * s : b * s] = y[:, :, (a - a0) * s : (b - a0) * s]
+        return out
