@@ -329,8 +329,11 @@ def held_out_representation_metrics(model, device: str = "cpu", crops: int = 24,
 PROBE_LEVELS = (0.0, 10 / 255, 25 / 255, 50 / 255)
 
 
-def held_out_probe_metrics(encoder, seed: int = 0, crops: int = 16, mine_steps: int = 100) -> dict:
+def held_out_probe_metrics(encoder, seed: int = 0, crops: int = 16, mine_steps: int = 100,
+                           spatial_encoder=None) -> dict:
     """Table 1 and Table 5 on the held-out photos (never trained on), for any encoder of savl.analysis.
+    `spatial_encoder` (default: `encoder`) is the one Table 5 clusters, for a global code that needs a code
+    per pixel (savl.baselines.representations.SlidingCode).
 
     Table 1: 64-pixel HR crops (`crops` per photo), bicubic x1/4, Gaussian noise at PROBE_LEVELS; the pooled
     posterior mean's 5-fold linear-probe accuracy for the photo (content, chance 1/4) and the noise level
@@ -353,7 +356,7 @@ def held_out_probe_metrics(encoder, seed: int = 0, crops: int = 16, mine_steps: 
         "t1_chance": t1["content"]["chance"],
     }
     for setting in ("type", "blur", "noise"):
-        res = spatial_clustering(encoder, photos, setting, seed=seed, crop=256)
+        res = spatial_clustering(spatial_encoder or encoder, photos, setting, seed=seed, crop=256)
         out[f"t5_{setting}"] = res["accuracy"]
         out[f"t5_{setting}_chance"] = res["chance"]
     return out
@@ -411,7 +414,19 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
         sets = {n: held_out_sr_set(n, draws=1, crop=HELD_OUT_CROP["manet"]) for n in SR_PROTOCOLS["manet"]}
         held_out = {"manet": table4_metrics(model, sets, device)}
     elif e.kind == "sr":
+        from savl.baselines.representations import PROBE_STRIDE, PROBE_WINDOW, probe_encoders
+
         held_out = {p: held_out_sr_metrics(model, p, device) for p in SR_PROTOCOLS}
+        # A baseline's own representation (ReDSR's code, DACESR's REE embedding) goes through the same
+        # Table 1 / Table 5 probes as the representation models; Table 5 reads it on sliding windows.
+        encoders = probe_encoders(model)
+        if encoders is not None:
+            pooled, sliding = encoders
+            held_out["probes"] = dict(
+                held_out_probe_metrics(pooled.to(device), spatial_encoder=sliding.to(device)),
+                representation=f"{model.architecture}: {'code' if model.architecture == 'ReDSRNet' else 'REE'}",
+                t5_window=PROBE_WINDOW, t5_stride=PROBE_STRIDE,
+            )
     else:
         held_out = {
             "realesrgan_crops": held_out_representation_metrics(model, device),
@@ -539,8 +554,8 @@ def summary_rows(root: str | os.PathLike | None = None) -> list[dict]:
             row["parameters"] = card["parameters"]
             row["iterations"] = card["iterations"]
             row["wall_time_s"] = card.get("training_wall_time_s")
-            sr = card["held_out_metrics"]
-            if "psnr" in next(iter(sr.values()), {}):
+            sr = {p: m for p, m in card["held_out_metrics"].items() if "psnr" in m}  # not a baseline's probes
+            if sr:
                 row["held_out"] = "; ".join(
                     f"{p}: PSNR {m['psnr']:.2f} dB (bicubic {m['bicubic_psnr']:.2f})" for p, m in sr.items()
                 )

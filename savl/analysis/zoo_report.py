@@ -221,6 +221,49 @@ def pooled_codes(encoder, images: Sequence[torch.Tensor], factor: str, value: fl
     return np.stack(rows).astype(np.float64)
 
 
+def grid_codes(encoder, images: Sequence[torch.Tensor], noise_levels: Sequence[float], blur_sigmas: Sequence[float],
+               crop: int = 64, crops_per_image: int = 4, seed: int = 0, scale: int = 4) -> dict:
+    """Pooled codes of HR crops under every (blur, noise) pair of a grid, for a t-SNE coloured by either factor
+    (the paper's Fig. 6/8 show codes grouping by degradation). From each image, `crops_per_image` random
+    `crop`-pixel crops (seeded); each crop is blurred by a Gaussian of std `sigma` HR pixels (none at 0),
+    bicubic-downsampled by `scale` and given Gaussian noise of std `level` (savl.analysis.inputs), then encoded
+    and averaged over pixels. The same crops and noise draws for every encoder at one seed.
+
+    Returns {"codes": (n, m), "noise": (n,), "blur": (n,), "photo": (n,)} with integer labels (indices into
+    `noise_levels`, `blur_sigmas` and `images`), n = images x crops x blurs x levels."""
+    from savl.analysis.encoders import encoder_device, inference, pooled_mean
+    from savl.analysis.inputs import _generator, add_noise, degrade
+
+    g = _generator(seed)
+    batches = []
+    for p, img in enumerate(images):
+        hr = torch.as_tensor(img).float()[:3]
+        h, w = hr.shape[-2:]
+        if min(h, w) < crop:
+            raise DataError(f"grid_codes: image {p} is {h} x {w}, smaller than the {crop}-pixel crop")
+        tops = torch.randint(0, h - crop + 1, (crops_per_image,), generator=g).tolist()
+        lefts = torch.randint(0, w - crop + 1, (crops_per_image,), generator=g).tolist()
+        batches.append((p, torch.stack([hr[:, t : t + crop, left : left + crop] for t, left in zip(tops, lefts)])))
+    device = encoder_device(encoder)
+    codes, noise, blur, photo = [], [], [], []
+    with inference(encoder) as enc:
+        for p, hr in batches:
+            for b, sigma in enumerate(blur_sigmas):
+                blurred = degrade(hr, "blur", float(sigma), g, scale)
+                for n, level in enumerate(noise_levels):
+                    lr = add_noise(blurred, float(level), g)
+                    codes.append(pooled_mean(enc(lr.to(device))).cpu().numpy())
+                    noise += [n] * len(hr)
+                    blur += [b] * len(hr)
+                    photo += [p] * len(hr)
+    return {
+        "codes": np.concatenate(codes).astype(np.float64),
+        "noise": np.asarray(noise),
+        "blur": np.asarray(blur),
+        "photo": np.asarray(photo),
+    }
+
+
 # -------------------------------------------------------------------------------------- research sweep
 def read_jsonl(path: str | Path) -> list[dict] | None:
     """The rows of a JSON-lines results file, or None when the file does not exist; one-line DataError naming

@@ -73,3 +73,23 @@ class SlidingCode(nn.Module):
         windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, p, p)
         codes = torch.cat([self.fn(windows[i : i + self.chunk]) for i in range(0, len(windows), self.chunk)])
         return CodeMap(codes.reshape(b, rows, cols, -1).permute(0, 3, 1, 2))
+
+
+#: The LR window and stride of a baseline's sliding code in the zoo's Table 5 probe: one Table 5 patch
+#: (64 HR pixels, 16 LR) per window, a window centred on every fourth LR pixel.
+PROBE_WINDOW, PROBE_STRIDE = 16, 4
+
+
+def probe_encoders(model: nn.Module, window: int = PROBE_WINDOW, stride: int = PROBE_STRIDE):
+    """A baseline SR network's representation as the two encoders of the probes, `(pooled, sliding)`:
+    `GlobalCode` for Table 1 (the code of each crop as it is) and `SlidingCode` for Table 5 (a code per LR
+    position). ReDSRNet: its degradation code (`encode`); DACESRNet: its REE's LR-branch embedding averaged
+    over the tokens. None for a network with no such representation (HAT, DA-RHAG, a DACESR without REE)."""
+    arch = getattr(model, "architecture", "")
+    if arch == "ReDSRNet":
+        fn, module = model.encode, model
+    elif arch == "DACESRNet" and getattr(model, "ree", None) is not None:
+        fn, module = ree_vector(model.ree), model.ree
+    else:
+        return None
+    return GlobalCode(fn, module), SlidingCode(fn, window, stride, module=module)
