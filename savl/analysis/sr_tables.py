@@ -18,7 +18,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-from savl.analysis.zoo_report import card_value, seed_summary
+from savl.analysis.zoo_report import card_node, card_value, seed_summary
 from savl.errors import DataError
 
 #: The paper's Table 4 (A.3): RRDB-SFT on BSD100 degraded by MANet's spatially variant kernel types 1-5 (its
@@ -48,11 +48,7 @@ def paper_table4(method: str) -> tuple[tuple[float, float], ...]:
 
 def card_value_dict(card: dict, path: Sequence[str]) -> dict:
     """The mapping at ``path`` of a card; DataError naming the card when it is missing or not a mapping."""
-    node = card
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            raise DataError(f"model card {card.get('name', '?')!r} has no {'/'.join(path)}")
-        node = node[key]
+    node = card_node(card, path)
     if not isinstance(node, dict):
         raise DataError(f"model card {card.get('name', '?')!r}: {'/'.join(path)} is not a mapping")
     return node

@@ -50,14 +50,19 @@ PAPER_TABLE2_PSNR = {
 
 
 # ----------------------------------------------------------------------------------------------- seeds
-def card_value(card: dict, path: Sequence[str]) -> float:
-    """The number at ``path`` (keys from the card's top) of one card; DataError naming the card otherwise."""
+def card_node(card: dict, path: Sequence[str]):
+    """What is at ``path`` (keys from the card's top) of one card; DataError naming the card otherwise."""
     node = card
     for key in path:
         if not isinstance(node, dict) or key not in node:
             raise DataError(f"model card {card.get('name', '?')!r} has no {'/'.join(path)}")
         node = node[key]
-    return float(node)
+    return node
+
+
+def card_value(card: dict, path: Sequence[str]) -> float:
+    """The number at ``path`` of one card (see card_node)."""
+    return float(card_node(card, path))
 
 
 def seed_summary(values: Iterable[float]) -> dict:
