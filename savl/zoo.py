@@ -385,35 +385,43 @@ def _hardware(env: dict) -> dict:
     return out
 
 
-def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: str | None = None,
-            device: str = "cpu", note: str = "") -> dict:
-    """Copy the run's shipped artefact into the zoo, score it on the held-out split, write its card."""
-    from savl.data.split import describe as split_record
-    from savl.models.io import load_model
-    from savl.train.config import config_hash
+# Weights are stored in half precision: the zoo's models are small, so this halves the repository's share of
+# them, and a card's held-out numbers are those of the stored (rounded) weights, which load back into float32.
+SHIPPED_DTYPE = "float16"
+_FP16_MAX = 65504.0
 
-    folder = model_dir(e.name, root)
-    src = run.final / f"{e.artefact}.safetensors"
-    if not src.is_file():
-        raise ModelFileError(f"{src}: the run has no final {e.artefact} model to ship as {e.name!r}")
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        f"{e.name}.safetensors": src,
-        f"{e.name}.json": src.with_suffix(".json"),
-        "metrics.jsonl": run.path / "metrics.jsonl",
-    }
-    for rel, path in files.items():
-        tmp = folder / f".{rel}.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, folder / rel)
-    model = load_model(folder / f"{e.name}.safetensors", map_location=device).eval()
+
+def ship_weights(src: Path, dst: Path) -> str:
+    """Write the weights of `src` to `dst` (atomically) with every float32 tensor stored as float16; a tensor
+    whose values float16 cannot hold (magnitude above 65,504) stays float32. Returns the dtype written
+    ("float16", or "mixed" when a tensor had to stay float32)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from savl.models.io import read_state
+
+    state, kept = {}, 0
+    for key, t in read_state(src).items():
+        if t.dtype == torch.float32 and t.numel() and float(t.abs().max()) <= _FP16_MAX:
+            t = t.to(torch.float16)
+        elif t.dtype == torch.float32:
+            kept += t.numel() > 0
+        state[key] = t.contiguous()
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, dst)
+    return "mixed" if kept else SHIPPED_DTYPE
+
+
+def _score(e: ZooEntry, model, device: str = "cpu") -> dict:
+    """The card's held-out metrics of a zoo model (see `package`)."""
     if e.kind == "sr" and getattr(model, "architecture", "") == "RRDBSFTNet":
         # Table 4's guided network is scored on the MANet sets only, each image with its own kernel map.
         from savl.table4 import table4_metrics
 
         sets = {n: held_out_sr_set(n, draws=1, crop=HELD_OUT_CROP["manet"]) for n in SR_PROTOCOLS["manet"]}
-        held_out = {"manet": table4_metrics(model, sets, device)}
-    elif e.kind == "sr":
+        return {"manet": table4_metrics(model, sets, device)}
+    if e.kind == "sr":
         from savl.baselines.representations import PROBE_STRIDE, PROBE_WINDOW, probe_encoders
 
         held_out = {p: held_out_sr_metrics(model, p, device) for p in SR_PROTOCOLS}
@@ -427,11 +435,42 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
                 representation=f"{model.architecture}: {'code' if model.architecture == 'ReDSRNet' else 'REE'}",
                 t5_window=PROBE_WINDOW, t5_stride=PROBE_STRIDE,
             )
-    else:
-        held_out = {
-            "realesrgan_crops": held_out_representation_metrics(model, device),
-            "probes": held_out_probe_metrics(model),
-        }
+        return held_out
+    return {
+        "realesrgan_crops": held_out_representation_metrics(model, device),
+        "probes": held_out_probe_metrics(model),
+    }
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: str | None = None,
+            device: str = "cpu", note: str = "") -> dict:
+    """Copy the run's shipped artefact into the zoo (weights in half precision, `ship_weights`), score the
+    stored weights on the held-out split, write its card."""
+    from savl.data.split import describe as split_record
+    from savl.models.io import load_model
+    from savl.train.config import config_hash
+
+    folder = model_dir(e.name, root)
+    src = run.final / f"{e.artefact}.safetensors"
+    if not src.is_file():
+        raise ModelFileError(f"{src}: the run has no final {e.artefact} model to ship as {e.name!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        f"{e.name}.json": src.with_suffix(".json"),
+        "metrics.jsonl": run.path / "metrics.jsonl",
+    }
+    for rel, path in files.items():
+        tmp = folder / f".{rel}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, folder / rel)
+    dtype = ship_weights(src, folder / f"{e.name}.safetensors")
+    files = {f"{e.name}.safetensors": src, **files}
+    model = load_model(folder / f"{e.name}.safetensors", map_location=device).eval()
+    held_out = _score(e, model, device)
     cfg = run.config
     env = run.env if (run.path / "env.json").is_file() else {}
     card = {
@@ -453,14 +492,40 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
         "hardware": _hardware(env) if env else machine_info(),
         "training_wall_time_s": _wall_time(run),
         "data_split": split_record(),
+        "weights_dtype": dtype,
         "held_out_metrics": held_out,
-        "packaged": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "packaged": _utc_now(),
         "packaged_at_commit": git_commit(),
         "note": note,
         "files": {rel: sha256(folder / rel) for rel in files},
     }
+    _write_card(folder, card)
+    return card
+
+
+def _write_card(folder: Path, card: dict) -> None:
     atomic_write_text(folder / "card.json", json.dumps(card, indent=1, sort_keys=False) + "\n")
     atomic_write_text(folder / "card.md", card_markdown(card))
+
+
+def rescore(name: str, root: str | os.PathLike | None = None, device: str = "cpu", why: str = "") -> dict:
+    """Score a shipped model again (after the held-out protocol or the storage changed) and rewrite its card.
+
+    The weights are first brought to the zoo's storage (`ship_weights`: float16) if they are not already; the
+    card keeps its training provenance (command, config, commit, hardware, wall time) and gets the new held-out
+    metrics and file hashes, with a `rescored` record saying when, at which commit and why."""
+    from savl.models.io import load_model
+
+    card = verify(name, root)
+    e = entry(name, root)
+    folder, weights = model_dir(name, root), weights_path(name, root)
+    dtype = ship_weights(weights, weights)
+    model = load_model(weights, map_location=device).eval()
+    card["weights_dtype"] = dtype
+    card["held_out_metrics"] = _score(e, model, device)
+    card["files"] = {rel: sha256(folder / rel) for rel in card["files"]}
+    card["rescored"] = {"at": _utc_now(), "commit": git_commit(), "why": why}
+    _write_card(folder, card)
     return card
 
 
@@ -525,6 +590,11 @@ def card_markdown(card: dict) -> str:
         f"held out = {', '.join(card['data_split']['held_out'])}",
         "",
     ]
+    if card.get("weights_dtype"):
+        lines += [f"- weights stored as {card['weights_dtype']} (loaded into float32); the metrics below are theirs"]
+    if card.get("rescored"):
+        r = card["rescored"]
+        lines += [f"- re-scored {r['at']} at commit {r['commit']}" + (f": {r['why']}" if r.get("why") else "")]
     if card.get("note"):
         lines += [f"- note: {card['note']}"]
     lines += [

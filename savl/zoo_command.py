@@ -1,7 +1,8 @@
 """`savl models`: list the model zoo with each card's held-out numbers, verify it, train it, show a card.
 
 `make models` runs `savl models train`, which trains every entry whose files are missing (resuming an
-interrupted run from its last checkpoint under runs/zoo/) and packages it with its card.
+interrupted run from its last checkpoint under runs/zoo/) and packages it with its card. `savl models
+rescore` scores shipped models again (weights brought to the zoo's float16 storage) and rewrites their cards.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def cmd_models(args) -> int:
             zoo.verify(name, root)
             print((zoo.model_dir(name, root) / "card.md").read_text())
         return 0
+    if args.action == "rescore":
+        for name in names:
+            card = zoo.rescore(name, root, why=args.why)
+            print(f"{name}: re-scored ({card['weights_dtype']} weights)")
+        return 0
     if args.action == "train":
         from tqdm import tqdm
 
@@ -76,8 +82,8 @@ def cmd_models(args) -> int:
 
 
 def add_models_parser(subparsers) -> None:
-    m = subparsers.add_parser("models", help="the model zoo: list, verify, train, show")
-    m.add_argument("action", nargs="?", default="list", choices=["list", "verify", "train", "show"])
+    m = subparsers.add_parser("models", help="the model zoo: list, verify, train, show, rescore")
+    m.add_argument("action", nargs="?", default="list", choices=["list", "verify", "train", "show", "rescore"])
     m.add_argument("names", nargs="*", help="zoo entries (default: all)")
     m.add_argument("--root", help="zoo folder (default: $SAVL_MODELS or models/ in the repository)")
     m.add_argument("--runs", help="where training runs go (default: runs/zoo)")
@@ -85,4 +91,5 @@ def add_models_parser(subparsers) -> None:
     m.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N entries at a time, one process at one thread each (an entry that starts from "
                    "another's shipped weights waits for it); `make models` uses one per core")
+    m.add_argument("--why", default="", help="rescore: the reason, recorded in each card")
     m.set_defaults(func=cmd_models)

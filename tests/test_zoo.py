@@ -286,8 +286,8 @@ def test_a_stage3_entry_starts_from_the_shipped_stage2_model(tmp_path, monkeypat
     run = get_or_train(zoo.entry("gan", root).train_config(), root=runs_dir)
     shipped = load_file(str(zoo.weights_path("gan", root)))
     ema, live = load_file(str(run.final / "srnet_ema.safetensors")), load_file(str(run.final / "srnet.safetensors"))
-    assert all(torch_equal(shipped[k], v) for k, v in ema.items())
-    assert any(not torch_equal(shipped[k], v) for k, v in live.items())
+    assert all(torch_equal(shipped[k], half(v)) for k, v in ema.items())
+    assert any(not torch_equal(shipped[k], half(v)) for k, v in live.items())
     # a stage-2 file that no longer matches its card stops the stage-3 build, in one line
     weights = zoo.weights_path("base", root)
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
@@ -300,6 +300,87 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+def half(t):
+    """How the zoo stores a tensor: float32 as float16, anything else as it is."""
+    import torch
+
+    return t.to(torch.float16) if t.dtype == torch.float32 else t
+
+
+def test_shipped_weights_are_the_runs_weights_in_half_precision(trained_zoo, runs_dir):
+    """The zoo stores float32 weights as float16 (the card says so) and they load back into the float32 model as
+    the run's weights rounded to float16; the card's held-out numbers are those of the stored weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from savl.models.io import load_model
+    from savl.train import get_or_train
+
+    card = zoo.verify("tiny", trained_zoo)
+    assert card["weights_dtype"] == "float16"
+    run = get_or_train(zoo.entry("tiny", trained_zoo).train_config(), root=runs_dir)
+    full = load_file(str(run.final / "srnet.safetensors"))
+    stored = load_file(str(zoo.weights_path("tiny", trained_zoo)))
+    assert set(full) == set(stored)
+    floats = [k for k, v in full.items() if v.dtype == torch.float32]
+    assert floats and all(stored[k].dtype == torch.float16 for k in floats)
+    assert all(v.dtype == stored[k].dtype for k, v in full.items() if k not in floats)  # index buffers kept
+    model = load_model(zoo.weights_path("tiny", trained_zoo))
+    for k, v in model.state_dict().items():
+        want = full[k].to(torch.float16).to(v.dtype) if k in floats else full[k]
+        assert v.dtype == full[k].dtype and torch.equal(v, want), k
+    # 2 ** -10 relative rounding at most (float16's 10-bit mantissa), for weights in float16's normal range
+    w = max(floats, key=lambda k: full[k].numel())
+    normal = full[w].abs() >= 2**-14
+    rel = ((stored[w].float() - full[w]).abs() / full[w].abs())[normal]
+    assert 0 < float(rel.max()) <= 2**-11
+
+
+def test_ship_weights_keeps_what_float16_cannot_hold(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "w.safetensors"
+    save_file({"small": torch.tensor([1.0, -3.5e-3]), "huge": torch.tensor([1e6, 1.0]),
+               "index": torch.arange(4)}, str(src))
+    assert zoo.ship_weights(src, tmp_path / "out.safetensors") == "mixed"
+    out = load_file(str(tmp_path / "out.safetensors"))
+    assert out["small"].dtype == torch.float16 and out["huge"].dtype == torch.float32
+    assert torch.equal(out["huge"], torch.tensor([1e6, 1.0])) and torch.equal(out["index"], torch.arange(4))
+    assert float(out["small"][1]) == pytest.approx(-3.5e-3, rel=2**-11)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors", "w.safetensors"]  # no temporary left
+
+
+def test_rescore_brings_an_old_float32_model_to_the_zoo_storage(trained_zoo, runs_dir):
+    """A model shipped before the float16 storage (float32 weights, its card listing their hash) is converted,
+    scored again, and its card rewritten: the hash of the new file, a `rescored` record, training provenance
+    unchanged; the CLI does the same for named entries."""
+    from savl.train import get_or_train
+
+    run = get_or_train(zoo.entry("tiny", trained_zoo).train_config(), root=runs_dir)
+    weights = zoo.weights_path("tiny", trained_zoo)
+    shutil.copyfile(run.final / "srnet.safetensors", weights)
+    card_path = zoo.model_dir("tiny", trained_zoo) / "card.json"
+    old = json.loads(card_path.read_text())
+    old["files"]["tiny.safetensors"] = zoo.sha256(weights)
+    old.pop("weights_dtype")
+    card_path.write_text(json.dumps(old))
+    before = zoo.sha256(weights)
+    done = subprocess.run(
+        [sys.executable, "-m", "savl.cli", "models", "rescore", "tiny", "--root", str(trained_zoo), "--why", "test"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    card = zoo.verify("tiny", trained_zoo)
+    assert zoo.sha256(weights) != before and card["files"]["tiny.safetensors"] == zoo.sha256(weights)
+    assert card["weights_dtype"] == "float16" and card["rescored"]["why"] == "test"
+    assert card["config_hash"] == old["config_hash"] and card["commit"] == old["commit"]
+    # the CLI's process scores on the shipped protocol (3 draws of the 4 held-out photos), not this module's
+    # shrunken sets
+    assert card["held_out_metrics"]["realesrgan"]["images"] == 12 != old["held_out_metrics"]["realesrgan"]["images"]
+    assert "re-scored" in (zoo.model_dir("tiny", trained_zoo) / "card.md").read_text()
 
 
 def test_shipped_cards_were_scored_on_the_shipped_held_out_sets():
