@@ -8,7 +8,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 # The Jupyter kernel of this project's environment; every chapter's kernelspec names it.
 KERNEL := savl-book
 
-.PHONY: venv test lint book lab browser-test reproduce clean-book clean bench models test-torch-floor
+.PHONY: venv test lint book lab browser-test reproduce clean-book clean bench models models-long test-torch-floor
 
 venv: $(STAMP)
 
@@ -46,13 +46,19 @@ browser-test: $(STAMP)
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/reproduce.sh --profile paper --device cuda --out runs/paper
 
-# The model zoo (models/): train every entry whose files are missing, resumably (runs/zoo/), and write its card.
-# `make book` never retrains what the zoo holds; `savl models verify` checks every file against its card.
-# One entry per core at a time (each at one thread); JOBS=1 trains them one after another.
+# The model zoo (models/): train every cpu-tier entry whose files are missing, resumably (runs/zoo/), and write
+# its card (about 90 minutes on 2 idle cores: benchmarks/results/zoo_budget.md). `make models-long` trains the
+# long tier (the 6,000-step record of chapter 6). `make book` never retrains what the zoo holds;
+# `savl models verify` checks every file against its card. One entry per core at a time (each at one thread);
+# JOBS=1 trains them one after another.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 models: $(STAMP)
-	$(BIN)/savl models train --jobs $(JOBS)
-	$(BIN)/savl models verify
+	$(BIN)/savl models train --tier cpu --jobs $(JOBS)
+	$(BIN)/savl models verify --tier cpu
+
+models-long: $(STAMP)
+	$(BIN)/savl models train --tier long --jobs $(JOBS)
+	$(BIN)/savl models verify --tier long
 
 clean-book:
 	rm -rf book/_build _build

@@ -1,6 +1,7 @@
 """What `make models` costs: each zoo entry's training time, and the whole zoo's wall time on 1 and N workers.
 
     python benchmarks/zoo_budget.py [--runs runs/zoo] [--jobs 2] [--out benchmarks/results]
+    python benchmarks/zoo_budget.py --measure 60 [--jobs 2] [--out benchmarks/results]
 
 For each entry of models/zoo.yaml it finds the finished runs of its chain (the entry's config and every
 `init_from` stage before it) under --runs, matched by config hash as `savl models train` finds them, and sums
@@ -9,6 +10,14 @@ packaging excluded). Entries whose runs are not on this machine fall back to the
 (metrics.jsonl: the last stage only). The zoo's models train at one thread each, so the CPU time is close to what
 each takes on an idle core, while the wall time carries the load the machine had when it trained. The totals on N
 workers come from `savl.zoo_schedule.plan` (longest ready entry first, an entry after the ones it starts from).
+
+With --measure N it times the zoo now instead of reading old logs (run it on an idle machine): every distinct
+stage of every entry's chain trains N steps in a fresh process at one thread (random initial weights: a step
+costs the same whatever the weights), giving its CPU seconds per step (median of the logged windows) and the
+process's fixed cost (start-up, one validation, saving), which is charged once per validation of the real stage
+(so start-up is over-counted: the estimate errs high). Scoring a finished model for its card is timed once per
+family of entries (same zoo config) on a shipped model. An entry's estimate is the sum over its chain, plus its
+scoring; the totals per tier and on 1 and N workers follow as above. Written to zoo_budget_measured.{md,json}.
 """
 
 from __future__ import annotations
@@ -82,6 +91,153 @@ def entry_cost(e, runs: Path) -> dict:
             "cpu_s": sum(s["cpu_s"] for s in stages)}
 
 
+def _chain(e) -> list:
+    """The entry's stage configs, first stage first."""
+    from savl.train.config import init_config
+
+    cfg, out = e.train_config(), []
+    while cfg is not None:
+        out.append(cfg)
+        cfg = init_config(cfg)
+    return out[::-1]
+
+
+def _short(cfg, steps: int, output: Path):
+    """`cfg` cut to `steps` steps at one thread: logged every 10 steps, validated once at the end, no checkpoint,
+    no learning-rate milestones, random initial weights (init_from dropped), written under `output`."""
+    from savl.train.config import validate
+
+    d = cfg.to_dict()
+    d.update(output=str(output), init_from=None, log_every=10, val_every=steps, checkpoint_every=10 * steps,
+             threads=1)
+    d["schedule"] = dict(d["schedule"], iterations=steps, milestones=[])
+    return validate(d, "zoo_budget --measure")
+
+
+def _time_stage(name: str, depth: int, steps: int, output: str) -> None:
+    """Child process: train stage `depth` of entry `name`'s chain for `steps` steps; print its timing as JSON."""
+    import resource
+    import statistics
+
+    import torch
+
+    from savl import zoo
+    from savl.train import get_or_train
+
+    torch.set_num_threads(1)
+    cfg = _short(_chain(zoo.entry(name))[depth], steps, Path(output))
+    run = get_or_train(cfg, root=output)
+    per = [r["cpu_s_per_step"] for r in run.metrics if "cpu_s_per_step" in r and r["step"] > 10]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"cpu_s_per_step": statistics.median(per), "windows": per,
+                      "process_cpu_s": usage.ru_utime + usage.ru_stime}))
+
+
+def measure(args) -> None:
+    """--measure: time every distinct stage and each family's scoring now (see the module docstring)."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import torch
+
+    from savl import zoo, zoo_schedule
+    from savl.models.io import load_model
+    from savl.provenance import git_commit, machine_info
+    from savl.train.config import config_hash
+
+    torch.set_num_threads(1)
+    entries = zoo.entries()
+    load_start = os.getloadavg()
+    stages, rows = {}, []
+    for name, e in entries.items():
+        chain = []
+        for depth, cfg in enumerate(_chain(e)):
+            key = config_hash(_short(cfg, args.measure, Path("/unused")))
+            if key not in stages:
+                with tempfile.TemporaryDirectory() as tmp:
+                    got = subprocess.run(
+                        [sys.executable, __file__, "--_time-stage", name, str(depth), str(args.measure), tmp],
+                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                    )
+                if got.returncode != 0:
+                    raise SystemExit(f"timing {name} stage {depth} failed:\n{got.stderr[-2000:]}")
+                t = json.loads(got.stdout.strip().splitlines()[-1])
+                t["fixed_s"] = max(t["process_cpu_s"] - args.measure * t["cpu_s_per_step"], 0.0)
+                stages[key] = {"first_entry": name, "stage": cfg.stage, **t}
+                print(f"{name} {cfg.stage}: {t['cpu_s_per_step']:.3f} CPU-s/step, fixed {t['fixed_s']:.1f} s",
+                      flush=True)
+            t = stages[key]
+            it = cfg.schedule.iterations
+            vals = max(1, it // cfg.val_every) if cfg.val_every else 1
+            chain.append({"stage": cfg.stage, "steps": it, "cpu_s": it * t["cpu_s_per_step"] + vals * t["fixed_s"]})
+        rows.append({"name": name, "tier": e.tier, "stages": chain, "family": e.config})
+    scoring = {}
+    for r in rows:
+        fam = r["family"]
+        if fam not in scoring:
+            model = load_model(zoo.weights_path(r["name"])).eval()
+            c0 = time.process_time()
+            zoo._score(entries[r["name"]], model)
+            scoring[fam] = time.process_time() - c0
+            print(f"scoring {r['name']} ({fam}): {scoring[fam]:.1f} CPU-s", flush=True)
+        r["scoring_cpu_s"] = scoring[fam]
+        r["cpu_s"] = sum(s["cpu_s"] for s in r["stages"]) + r["scoring_cpu_s"]
+    load_end = os.getloadavg()
+    deps = zoo_schedule.dependencies(list(entries))
+    tiers = {}
+    for tier in sorted({r["tier"] for r in rows}):
+        cost = {r["name"]: r["cpu_s"] for r in rows if r["tier"] == tier}
+        sub = {n: [d for d in ds if d in cost] for n, ds in deps.items() if n in cost}
+        tiers[tier] = {"entries": len(cost), "cpu_s_total": sum(cost.values()),
+                       "plan_s_1_worker": zoo_schedule.plan(cost, sub, 1),
+                       f"plan_s_{args.jobs}_workers": zoo_schedule.plan(cost, sub, args.jobs)}
+    summary = {"commit": git_commit(), "steps_timed": args.measure, "jobs": args.jobs, "machine": machine_info(),
+               "load_start": load_start, "load_end": load_end, "tiers": tiers,
+               "stage_timings": list(stages.values())}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "zoo_budget_measured.json").write_text(json.dumps({"summary": summary, "entries": rows}, indent=1) + "\n")
+
+    def m(s):
+        return f"{s / 60:.1f}"
+
+    lines = [
+        "# The model zoo's training budget, measured now",
+        "",
+        f"Written by `python benchmarks/zoo_budget.py --measure {args.measure} --jobs {args.jobs}` at commit "
+        f"{summary['commit'][:10]} on {summary['machine'].get('cpu_model', 'an unknown CPU')} "
+        f"({os.cpu_count()} cores); load average (1, 5, 15 min) {[round(x, 2) for x in load_start]} at the start, "
+        f"{[round(x, 2) for x in load_end]} at the end. Every distinct stage trained {args.measure} steps at one "
+        "thread in a fresh process; an entry's estimate is its chain's steps times the measured CPU seconds per "
+        "step, plus the process's fixed cost once per validation (start-up over-counted), plus scoring its card "
+        "(timed once per zoo config). Idle-core time: two workers on two cores also share memory bandwidth, so "
+        "the wall time of `make models` can exceed the plan by that contention.",
+        "",
+        "| tier | entries | CPU min | on 1 worker (min) | on " + str(args.jobs) + " workers (min) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for tier, t in tiers.items():
+        lines.append(f"| {tier} | {t['entries']} | {m(t['cpu_s_total'])} | {m(t['plan_s_1_worker'])} | "
+                     f"{m(t[f'plan_s_{args.jobs}_workers'])} |")
+    lines += ["", "| entry | tier | stages (steps) | training CPU min | scoring CPU min | total CPU min |",
+              "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        st = " + ".join(f"{s['stage']} ({s['steps']})" for s in r["stages"])
+        train_s = sum(s["cpu_s"] for s in r["stages"])
+        lines.append(f"| {r['name']} | {r['tier']} | {st} | {m(train_s)} | {m(r['scoring_cpu_s'])} | "
+                     f"{m(r['cpu_s'])} |")
+    lines += ["", "Per stage (CPU seconds per step, median of the logged 10-step windows after the first; fixed "
+              "cost in CPU seconds):", "", "| first entry | stage | CPU-s/step | windows | fixed s |",
+              "|---|---|---:|---|---:|"]
+    for t in stages.values():
+        w = ", ".join(f"{x:.3f}" for x in t["windows"])
+        lines.append(f"| {t['first_entry']} | {t['stage']} | {t['cpu_s_per_step']:.3f} | {w} | {t['fixed_s']:.1f} |")
+    (out / "zoo_budget_measured.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:4 + 2 + len(tiers) + 2]))
+
+
 def main(argv=None) -> None:
     from savl import zoo, zoo_schedule
     from savl.provenance import git_commit
@@ -90,7 +246,14 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default=str(zoo.runs_root()))
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--measure", type=int, metavar="STEPS", help="time the zoo now, STEPS steps per stage")
+    ap.add_argument("--_time-stage", nargs=4, metavar=("NAME", "DEPTH", "STEPS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args._time_stage:
+        name, depth, steps, output = args._time_stage
+        return _time_stage(name, int(depth), int(steps), output)
+    if args.measure:
+        return measure(args)
 
     entries = zoo.entries()
     rows = []

@@ -38,6 +38,9 @@ from savl.provenance import atomic_write_text, git_commit, machine_info
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO_FILE = "zoo.yaml"
 KINDS = ("sr", "representation")
+# cpu: the zoo `make models` retrains (about 90 minutes on 2 cores); long: longer CPU runs kept as a record of
+# what more steps buy (`make models-long`); gpu: models trained on a GPU.
+TIERS = ("cpu", "long", "gpu")
 # Held-out SR evaluation: each held-out photo degraded this many times (independent draws), fixed seed.
 HELD_OUT_DRAWS = 3
 HELD_OUT_SEED = 2026
@@ -100,6 +103,8 @@ def _entry(name: str, raw, where: Path) -> ZooEntry:
             raise ConfigError(f"{where}: entry {name!r}: missing key {key!r}")
     if raw["kind"] not in KINDS:
         raise ConfigError(f"{where}: entry {name!r}: kind must be one of {', '.join(KINDS)}")
+    if raw.get("tier", "cpu") not in TIERS:
+        raise ConfigError(f"{where}: entry {name!r}: tier must be one of {', '.join(TIERS)}")
     if raw["artefact"] not in ("srnet", "srnet_ema", "savl"):
         raise ConfigError(f"{where}: entry {name!r}: artefact must be srnet, srnet_ema or savl")
     if not name.replace("-", "").replace("_", "").isalnum():
@@ -519,10 +524,17 @@ def rescore(name: str, root: str | os.PathLike | None = None, device: str = "cpu
     card = verify(name, root)
     e = entry(name, root)
     folder, weights = model_dir(name, root), weights_path(name, root)
-    dtype = ship_weights(weights, weights)
-    model = load_model(weights, map_location=device).eval()
-    card["weights_dtype"] = dtype
-    card["held_out_metrics"] = _score(e, model, device)
+    # Scored from a converted copy, which replaces the shipped file only with its new card: an interrupted
+    # rescore leaves the model as it was.
+    staged = folder / f".{name}.rescore.safetensors"
+    shutil.copyfile(weights.with_suffix(".json"), staged.with_suffix(".json"))
+    try:
+        card["weights_dtype"] = ship_weights(weights, staged)
+        card["held_out_metrics"] = _score(e, load_model(staged, map_location=device).eval(), device)
+        os.replace(staged, weights)
+    finally:
+        staged.unlink(missing_ok=True)
+        staged.with_suffix(".json").unlink(missing_ok=True)
     card["files"] = {rel: sha256(folder / rel) for rel in card["files"]}
     card["rescored"] = {"at": _utc_now(), "commit": git_commit(), "why": why}
     _write_card(folder, card)

@@ -1,7 +1,7 @@
 """`savl models`: list the model zoo with each card's held-out numbers, verify it, train it, show a card.
 
-`make models` runs `savl models train`, which trains every entry whose files are missing (resuming an
-interrupted run from its last checkpoint under runs/zoo/) and packages it with its card. `savl models
+`make models` runs `savl models train --tier cpu`, which trains every entry of that tier whose files are missing
+(resuming an interrupted run from its last checkpoint under runs/zoo/) and packages it with its card. `savl models
 rescore` scores shipped models again (weights brought to the zoo's float16 storage) and rewrites their cards.
 """
 
@@ -16,8 +16,9 @@ def cmd_models(args) -> int:
     from savl import zoo
 
     root = args.root
+    args.action = args.action or "list"  # `savl models` alone
     if args.action == "list":
-        rows = zoo.summary_rows(root)
+        rows = [r for r in zoo.summary_rows(root) if args.tier in (None, r["tier"])]
         width = max([len(r["name"]) for r in rows] + [4])
         for r in rows:
             mark = "*" if r["default_sr"] else " "
@@ -25,7 +26,7 @@ def cmd_models(args) -> int:
             print(f"{mark} {r['name']:<{width}}  {r['kind']:<14} {r['tier']:<4} {state}")
         print("(* = the model `savl sr` uses when no --model is given; held-out split of the embedded photos)")
         return 0
-    names = args.names or list(zoo.entries(root))
+    names = args.names or [n for n, e in zoo.entries(root).items() if args.tier in (None, e.tier)]
     if args.action == "verify":
         bad = 0
         for name in names:
@@ -81,15 +82,39 @@ def cmd_models(args) -> int:
     raise SavlError(f"unknown action {args.action!r}")
 
 
+ACTIONS = {
+    "list": "list the zoo with each card's held-out numbers (the default)",
+    "verify": "check every file against its card",
+    "train": "train every entry whose files are missing and write its card",
+    "show": "print cards",
+    "rescore": "score shipped models again (weights brought to float16 storage) and rewrite their cards",
+}
+
+
 def add_models_parser(subparsers) -> None:
-    m = subparsers.add_parser("models", help="the model zoo: list, verify, train, show, rescore")
-    m.add_argument("action", nargs="?", default="list", choices=["list", "verify", "train", "show", "rescore"])
-    m.add_argument("names", nargs="*", help="zoo entries (default: all)")
-    m.add_argument("--root", help="zoo folder (default: $SAVL_MODELS or models/ in the repository)")
-    m.add_argument("--runs", help="where training runs go (default: runs/zoo)")
-    m.add_argument("--force", action="store_true", help="train again even when the model is present")
-    m.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="train N entries at a time, one process at one thread each (an entry that starts from "
-                   "another's shipped weights waits for it); `make models` uses one per core")
-    m.add_argument("--why", default="", help="rescore: the reason, recorded in each card")
-    m.set_defaults(func=cmd_models)
+    import argparse
+
+    def common(p, suppress: bool) -> None:
+        # On an action, an option left out must not reset one given before the action (`savl models --root X
+        # verify`), hence SUPPRESS there.
+        d = {"default": argparse.SUPPRESS} if suppress else {}
+        p.add_argument("--root", help="zoo folder (default: $SAVL_MODELS or models/ in the repository)", **d)
+        p.add_argument("--tier", choices=["cpu", "long", "gpu"],
+                       help="only the entries of this tier when no names are given (`make models`: cpu)", **d)
+
+    m = subparsers.add_parser("models", help="the model zoo: " + ", ".join(ACTIONS))
+    common(m, suppress=False)
+    m.set_defaults(func=cmd_models, action="list", names=[], runs=None, force=False, jobs=1, why="")
+    actions = m.add_subparsers(dest="action", metavar="ACTION", title="actions (default: list)")
+    for action, text in ACTIONS.items():
+        a = actions.add_parser(action, help=text, description=text)
+        a.add_argument("names", nargs="*", help="zoo entries (default: all, or all of --tier)")
+        common(a, suppress=True)
+        if action == "train":
+            a.add_argument("--runs", help="where training runs go (default: runs/zoo)")
+            a.add_argument("--force", action="store_true", help="train again even when the model is present")
+            a.add_argument("--jobs", type=int, default=1, metavar="N",
+                           help="train N entries at a time, one process at one thread each (an entry that starts "
+                           "from another's shipped weights waits for it); `make models` uses one per core")
+        if action == "rescore":
+            a.add_argument("--why", default="", help="the reason, recorded in each card")

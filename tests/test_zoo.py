@@ -406,3 +406,21 @@ def test_shipped_cards_were_scored_on_the_shipped_held_out_sets():
                 assert seen[key] == want, (name, n)
             checked += 1
     assert checked >= 20
+
+
+def test_models_cli_takes_options_before_or_after_the_names():
+    """`savl models train --force --jobs 2 a b` and `savl models train a b --force --jobs 2` mean the same; an
+    option given before the action is kept; `savl models` alone lists."""
+    from savl.cli import build_parser
+
+    parse = build_parser().parse_args
+    for argv in (["train", "--force", "--jobs", "2", "a", "b"], ["train", "a", "b", "--force", "--jobs", "2"]):
+        args = parse(["models", *argv])
+        assert (args.action, args.names, args.force, args.jobs) == ("train", ["a", "b"], True, 2), argv
+    args = parse(["models", "--root", "somewhere", "--tier", "long", "verify"])
+    assert (args.action, args.root, args.tier, args.names) == ("verify", "somewhere", "long", [])
+    args = parse(["models", "verify", "x", "--tier", "cpu"])
+    assert (args.root, args.tier, args.names) == (None, "cpu", ["x"])
+    assert parse(["models"]).action in (None, "list")
+    with pytest.raises(SystemExit):
+        parse(["models", "verify", "--jobs", "2"])  # --jobs belongs to train
