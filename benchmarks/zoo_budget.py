@@ -284,7 +284,12 @@ def main(argv=None) -> None:
         "plan_cpu_s_1_worker": zoo_schedule.plan(cpu, deps, 1),
         f"plan_cpu_s_{args.jobs}_workers": zoo_schedule.plan(cpu, deps, args.jobs),
         f"plan_wall_s_{args.jobs}_workers_as_trained": zoo_schedule.plan(wall, deps, args.jobs),
+        "tiers": {},
     }
+    for tier in sorted({r["tier"] for r in timed}):
+        sub = {n: c for n, c in cpu.items() if entries[n].tier == tier}
+        summary["tiers"][tier] = {"entries": len(sub), "cpu_s_total": sum(sub.values()),
+                                  f"plan_cpu_s_{args.jobs}_workers": zoo_schedule.plan(sub, deps, args.jobs)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "zoo_budget.json").write_text(json.dumps({"summary": summary, "entries": rows}, indent=1) + "\n")
@@ -303,11 +308,18 @@ def main(argv=None) -> None:
         "",
         f"- Entries timed: {summary['entries_timed']}; listed but not trained: "
         f"{', '.join(summary['entries_not_trained']) or 'none'}.",
-        f"- Whole zoo, CPU time: {m(summary['cpu_s_total'])} min; on 1 worker (`--jobs 1`) "
-        f"{m(summary['plan_cpu_s_1_worker'])} min, on {args.jobs} workers (`make models` on {args.jobs} cores) "
+        f"- Whole zoo (every tier), CPU time: {m(summary['cpu_s_total'])} min; on 1 worker (`--jobs 1`) "
+        f"{m(summary['plan_cpu_s_1_worker'])} min, on {args.jobs} workers (`--jobs {args.jobs}`) "
         f"{m(summary[f'plan_cpu_s_{args.jobs}_workers'])} min of idle-core time.",
         f"- The same {args.jobs}-worker schedule with the wall times as trained (under load): "
         f"{m(summary[f'plan_wall_s_{args.jobs}_workers_as_trained'])} min.",
+    ]
+    lines += [
+        f"- Tier {t}: {v['entries']} entries, {m(v['cpu_s_total'])} CPU min, on {args.jobs} workers "
+        f"{m(v[f'plan_cpu_s_{args.jobs}_workers'])} min."
+        for t, v in summary["tiers"].items()
+    ]
+    lines += [
         "",
         "| entry | tier | stages (steps) | CPU min | wall min as trained |",
         "|---|---|---|---:|---:|",
