@@ -12,12 +12,15 @@ each takes on an idle core, while the wall time carries the load the machine had
 workers come from `savl.zoo_schedule.plan` (longest ready entry first, an entry after the ones it starts from).
 
 With --measure N it times the zoo now instead of reading old logs (run it on an idle machine): every distinct
-stage of every entry's chain trains N steps in a fresh process at one thread (random initial weights: a step
-costs the same whatever the weights), giving its CPU seconds per step (median of the logged windows) and the
-process's fixed cost (start-up, one validation, saving), which is charged once per validation of the real stage
-(so start-up is over-counted: the estimate errs high). Scoring a finished model for its card is timed once per
-family of entries (same zoo config) on a shipped model. An entry's estimate is the sum over its chain, plus its
-scoring; the totals per tier and on 1 and N workers follow as above. Written to zoo_budget_measured.{md,json}.
+stage of every entry's chain trains N steps in a fresh process at one thread, --jobs of them at a time as
+`make models` runs them (so the figures include what two processes on two cores cost each other), from random
+initial weights (a step costs the same whatever the weights), giving its CPU seconds per step (median of the
+logged windows), the process's start-up (imports; charged once per entry, as each entry trains in its own
+worker) and the run's fixed cost (data set-up, one validation, saving; charged once per validation of the
+real stage, so set-up and saving are over-counted and the estimate errs high). Scoring a finished model
+for its card is timed once per family of entries (same zoo config) on a shipped model. An entry's estimate is
+the sum over its chain, plus its scoring; the totals per tier and on 1 and N workers follow as above. Written
+to zoo_budget_measured.{md,json}.
 """
 
 from __future__ import annotations
@@ -124,13 +127,17 @@ def _time_stage(name: str, depth: int, steps: int, output: str) -> None:
     from savl import zoo
     from savl.train import get_or_train
 
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
     torch.set_num_threads(1)
     cfg = _short(_chain(zoo.entry(name))[depth], steps, Path(output))
+    ready = cpu()  # start-up: the imports, once per process
     run = get_or_train(cfg, root=output)
     per = [r["cpu_s_per_step"] for r in run.metrics if "cpu_s_per_step" in r and r["step"] > 10]
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"cpu_s_per_step": statistics.median(per), "windows": per,
-                      "process_cpu_s": usage.ru_utime + usage.ru_stime}))
+    print(json.dumps({"cpu_s_per_step": statistics.median(per), "windows": per, "startup_cpu_s": ready,
+                      "run_cpu_s": cpu() - ready}))
 
 
 def measure(args) -> None:
@@ -150,29 +157,45 @@ def measure(args) -> None:
     torch.set_num_threads(1)
     entries = zoo.entries()
     load_start = os.getloadavg()
-    stages, rows = {}, []
+    # The distinct stages, timed `--jobs` at a time (as `make models` trains them: one process per core, sharing
+    # the memory bandwidth).
+    todo, chains = {}, {}
+    for name, e in entries.items():
+        chains[name] = []
+        for depth, cfg in enumerate(_chain(e)):
+            # the seed changes what is drawn, not what a step costs
+            key = config_hash(_short(cfg.model_copy(update={"seed": 0}), args.measure, Path("/unused")))
+            todo.setdefault(key, (name, depth, cfg.stage))
+            chains[name].append((key, cfg))
+    stages, queue, running = {}, list(todo.items()), []
+    with tempfile.TemporaryDirectory() as tmp:
+        while queue or running:
+            while queue and len(running) < args.jobs:
+                key, (name, depth, stage) = queue.pop(0)
+                cmd = [sys.executable, __file__, "--_time-stage", name, str(depth), str(args.measure),
+                       str(Path(tmp) / key)]
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
+                running.append((key, name, stage, proc))
+            key, name, stage, proc = running.pop(0)
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"timing {name} ({stage}) failed:\n{err[-2000:]}")
+            t = json.loads(out.strip().splitlines()[-1])
+            t["fixed_s"] = max(t["run_cpu_s"] - args.measure * t["cpu_s_per_step"], 0.0)
+            stages[key] = {"first_entry": name, "stage": stage, **t}
+            print(f"{name} {stage}: {t['cpu_s_per_step']:.3f} CPU-s/step, fixed {t['fixed_s']:.1f} s, start-up "
+                  f"{t['startup_cpu_s']:.1f} s", flush=True)
+    rows = []
     for name, e in entries.items():
         chain = []
-        for depth, cfg in enumerate(_chain(e)):
-            key = config_hash(_short(cfg, args.measure, Path("/unused")))
-            if key not in stages:
-                with tempfile.TemporaryDirectory() as tmp:
-                    got = subprocess.run(
-                        [sys.executable, __file__, "--_time-stage", name, str(depth), str(args.measure), tmp],
-                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                    )
-                if got.returncode != 0:
-                    raise SystemExit(f"timing {name} stage {depth} failed:\n{got.stderr[-2000:]}")
-                t = json.loads(got.stdout.strip().splitlines()[-1])
-                t["fixed_s"] = max(t["process_cpu_s"] - args.measure * t["cpu_s_per_step"], 0.0)
-                stages[key] = {"first_entry": name, "stage": cfg.stage, **t}
-                print(f"{name} {cfg.stage}: {t['cpu_s_per_step']:.3f} CPU-s/step, fixed {t['fixed_s']:.1f} s",
-                      flush=True)
-            t = stages[key]
-            it = cfg.schedule.iterations
+        for key, cfg in chains[name]:
+            t, it = stages[key], cfg.schedule.iterations
             vals = max(1, it // cfg.val_every) if cfg.val_every else 1
             chain.append({"stage": cfg.stage, "steps": it, "cpu_s": it * t["cpu_s_per_step"] + vals * t["fixed_s"]})
-        rows.append({"name": name, "tier": e.tier, "stages": chain, "family": e.config})
+        # one worker process per entry: its start-up once (the first stage's measurement)
+        startup = stages[chains[name][0][0]]["startup_cpu_s"]
+        rows.append({"name": name, "tier": e.tier, "stages": chain, "family": e.config, "startup_cpu_s": startup})
     scoring = {}
     for r in rows:
         fam = r["family"]
@@ -183,7 +206,7 @@ def measure(args) -> None:
             scoring[fam] = time.process_time() - c0
             print(f"scoring {r['name']} ({fam}): {scoring[fam]:.1f} CPU-s", flush=True)
         r["scoring_cpu_s"] = scoring[fam]
-        r["cpu_s"] = sum(s["cpu_s"] for s in r["stages"]) + r["scoring_cpu_s"]
+        r["cpu_s"] = r["startup_cpu_s"] + sum(s["cpu_s"] for s in r["stages"]) + r["scoring_cpu_s"]
     load_end = os.getloadavg()
     deps = zoo_schedule.dependencies(list(entries))
     tiers = {}
@@ -210,10 +233,11 @@ def measure(args) -> None:
         f"{summary['commit'][:10]} on {summary['machine'].get('cpu_model', 'an unknown CPU')} "
         f"({os.cpu_count()} cores); load average (1, 5, 15 min) {[round(x, 2) for x in load_start]} at the start, "
         f"{[round(x, 2) for x in load_end]} at the end. Every distinct stage trained {args.measure} steps at one "
-        "thread in a fresh process; an entry's estimate is its chain's steps times the measured CPU seconds per "
-        "step, plus the process's fixed cost once per validation (start-up over-counted), plus scoring its card "
-        "(timed once per zoo config). Idle-core time: two workers on two cores also share memory bandwidth, so "
-        "the wall time of `make models` can exceed the plan by that contention.",
+        f"thread in a fresh process, {args.jobs} processes at a time; an entry's estimate is its chain's steps "
+        "times the measured CPU seconds per step, plus one start-up, plus the run's fixed cost (set-up, one "
+        "validation, saving) once per validation (set-up and saving over-counted), plus scoring its card "
+        "(timed once per zoo config, one process alone). The plan's minutes are CPU time of one thread per worker, "
+        "which on otherwise idle cores is the wall time.",
         "",
         "| tier | entries | CPU min | on 1 worker (min) | on " + str(args.jobs) + " workers (min) |",
         "|---|---:|---:|---:|---:|",
@@ -228,12 +252,13 @@ def measure(args) -> None:
         train_s = sum(s["cpu_s"] for s in r["stages"])
         lines.append(f"| {r['name']} | {r['tier']} | {st} | {m(train_s)} | {m(r['scoring_cpu_s'])} | "
                      f"{m(r['cpu_s'])} |")
-    lines += ["", "Per stage (CPU seconds per step, median of the logged 10-step windows after the first; fixed "
-              "cost in CPU seconds):", "", "| first entry | stage | CPU-s/step | windows | fixed s |",
-              "|---|---|---:|---|---:|"]
+    lines += ["", "Per stage (CPU seconds per step, median of the logged 10-step windows after the first; start-up "
+              "and fixed cost in CPU seconds):", "",
+              "| first entry | stage | CPU-s/step | windows | start-up s | fixed s |", "|---|---|---:|---|---:|---:|"]
     for t in stages.values():
         w = ", ".join(f"{x:.3f}" for x in t["windows"])
-        lines.append(f"| {t['first_entry']} | {t['stage']} | {t['cpu_s_per_step']:.3f} | {w} | {t['fixed_s']:.1f} |")
+        lines.append(f"| {t['first_entry']} | {t['stage']} | {t['cpu_s_per_step']:.3f} | {w} | "
+                     f"{t['startup_cpu_s']:.1f} | {t['fixed_s']:.1f} |")
     (out / "zoo_budget_measured.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:4 + 2 + len(tiers) + 2]))
 
