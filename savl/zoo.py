@@ -1,12 +1,15 @@
 """The model zoo: small trained models shipped in the repository, each with a card that says how it was made.
 
 Train or load. A chapter that draws a conclusion from a trained model loads it from the zoo instead of
-training it within its few minutes; `make models` (``savl models train``) retrains the whole zoo, resumably.
+training it within its few minutes; `make models` (``savl models train --tier cpu``) retrains the zoo's cpu tier,
+resumably (`make models-long`: the long tier). Weights are stored in float16 (`ship_weights`), and a card's
+held-out numbers are those of the stored weights.
 
 Layout (``models/`` at the repository root, or ``$SAVL_MODELS``)::
 
     models/zoo.yaml                     the entries: name -> config, overrides, which artefact, kind, tier
-    models/<name>/<name>.safetensors    weights (savl.models.io format)
+                                        (cpu, long or gpu: TIERS)
+    models/<name>/<name>.safetensors    weights (savl.models.io format, float16)
     models/<name>/<name>.json           architecture + config
     models/<name>/metrics.jsonl         the training log
     models/<name>/card.json             command, config + hash, commit, hardware, wall time, data split,
