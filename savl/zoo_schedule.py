@@ -6,8 +6,9 @@ time, each in its own process at one thread. An entry that starts from another e
 config that names `models/<other>/...`, e.g. the RRDB-SFT code variant's SAVL encoder) waits until that entry
 is packaged.
 
-`plan` is the same schedule on paper: given each entry's training time (from the cards), the wall time of the
-whole zoo on N workers, taking the longest ready entry first.
+Both the pool and `plan` (the same schedule on paper: given each entry's training time, the wall time of the
+whole zoo on N workers) take the longest ready entry first, so that a long entry (DACESR's selective scan)
+does not start last and run alone at the end. The pool's lengths are `estimated_costs`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,40 @@ def plan(durations: dict[str, float], deps: dict[str, set[str]], jobs: int) -> f
     return clock
 
 
+def _own_steps(cfg) -> int:
+    """Steps of a run config and of the configs it starts from (`init_from` a YAML file); a zoo model's weights
+    it starts from are another entry's cost."""
+    from savl.train.config import init_config
+
+    steps = 0
+    while cfg is not None:
+        steps += cfg.schedule.iterations
+        cfg = init_config(cfg)
+    return steps
+
+
+def estimated_costs(names: Iterable[str], root=None) -> dict[str, float]:
+    """A rough training time per entry, for ordering only: its own steps times the median seconds per step of
+    its shipped training log. When any entry has no log (e.g. the zoo's folders were removed to retrain from
+    scratch), all are compared by steps alone."""
+    import statistics
+
+    from savl import zoo
+
+    names = list(names)
+    steps = {n: float(_own_steps(zoo.entry(n, root).train_config())) for n in names}
+    per_step = {}
+    for n in names:
+        log = zoo.model_dir(n, root) / "metrics.jsonl"
+        if log.is_file():
+            times = [r["s_per_step"] for r in map(json.loads, log.read_text().splitlines()) if "s_per_step" in r]
+            if times:
+                per_step[n] = statistics.median(times)
+    if len(per_step) < len(names):
+        return steps
+    return {n: steps[n] * per_step[n] for n in names}
+
+
 def _worker_init() -> None:
     # One thread per worker: set before torch is first imported in this process.
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -84,20 +119,25 @@ def _build(name: str, root, runs) -> dict:
 
 def train_parallel(names: list[str], jobs: int, root=None, runs=None,
                    on_done: Callable[[str, dict], None] | None = None,
-                   deps: dict[str, set[str]] | None = None, build: Callable = _build) -> None:
-    """Train and package `names` on `jobs` processes, each entry after the entries it needs.
+                   deps: dict[str, set[str]] | None = None, build: Callable = _build,
+                   costs: dict[str, float] | None = None) -> None:
+    """Train and package `names` on `jobs` processes, each entry after the entries it needs, the longest ready
+    entry first.
 
-    `deps` defaults to `dependencies(names, root)`; `build(name, root, runs)` (a module-level function, run in
-    the workers) defaults to `savl.zoo.build`.
+    `deps` defaults to `dependencies(names, root)`, `costs` (entry -> length, any unit) to
+    `estimated_costs(names, root)`; `build(name, root, runs)` (a module-level function, run in the workers)
+    defaults to `savl.zoo.build`.
     """
     deps = dependencies(names, root) if deps is None else deps
+    costs = estimated_costs(names, root) if costs is None else costs
     waiting = {n: set(deps.get(n, ())) & set(names) for n in names}
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
         futures: dict[cf.Future, str] = {}
 
         def submit_ready():
-            for n in [n for n, w in waiting.items() if not w]:
+            # the pool starts entries in the order they are submitted
+            for n in sorted((n for n, w in waiting.items() if not w), key=lambda n: -costs.get(n, 0.0)):
                 del waiting[n]
                 futures[pool.submit(build, n, root, runs)] = n
 

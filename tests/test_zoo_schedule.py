@@ -50,12 +50,32 @@ def _fake_build(name, root, runs):
 def test_train_parallel_respects_dependencies(tmp_path):
     seen = []
     zoo_schedule.train_parallel(["a", "b", "c"], jobs=2, runs=str(tmp_path), deps={"b": {"a"}},
-                                build=_fake_build, on_done=lambda n, card: seen.append(n))
+                                build=_fake_build, on_done=lambda n, card: seen.append(n), costs={})
     rec = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"}
     assert sorted(seen) == ["a", "b", "c"]
     assert rec["b"]["start"] >= rec["a"]["end"]
     assert {r["threads"] for r in rec.values()} == {"1"}
     assert len({r["pid"] for r in rec.values()}) <= 2
+
+
+def test_train_parallel_starts_the_longest_ready_entry_first(tmp_path):
+    """On one worker the entries run longest first, except that an entry waits for the one it needs."""
+    zoo_schedule.train_parallel(["a", "b", "c", "d"], jobs=1, runs=str(tmp_path), deps={"d": {"a"}},
+                                build=_fake_build, costs={"a": 1.0, "b": 5.0, "c": 3.0, "d": 9.0})
+    start = {n: json.loads((tmp_path / f"{n}.json").read_text())["start"] for n in "abcd"}
+    assert sorted(start, key=start.get) == ["b", "c", "a", "d"]
+
+
+def test_estimated_costs_rank_the_shipped_zoo():
+    """From the shipped logs, DACESR (2,000 REE + 1,000 selective-scan steps) is the costliest cpu entry and a
+    stage-2 DA-RHAG (250 joint + 750 steps) costs more than plain HAT's 1,000 steps; a representation model's
+    1,000 steps cost less than either."""
+    from savl import zoo
+
+    cpu = [n for n, e in zoo.entries().items() if e.tier == "cpu" and zoo.is_present(n)]
+    costs = zoo_schedule.estimated_costs(cpu)
+    assert max(costs, key=costs.get) == "dacesr-cmp-s0"
+    assert costs["darhag-cmp-s0"] > costs["hat-cmp-s0"] > costs["savl-rep-s0"]
 
 
 def test_jobs_below_one_is_a_one_line_error():
