@@ -225,6 +225,8 @@ class TrainConfig(_Strict):
     device: str = "cpu"  # cpu, cuda, cuda:1, auto
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads on CPU
     workers: int = Field(0, ge=0)  # DataLoader workers
+    # On the CPU, read and degrade the next batch on a background thread during this step (the same batches).
+    prefetch: bool = True
     output: str = "runs"
     # a previous stage: a run folder, a config file (trained if missing), or a model file (.safetensors, e.g. a
     # zoo model's weights) whose SR net this stage starts from
@@ -441,6 +443,7 @@ _HASH_EXCLUDED = {
     "log_every",
     "progress",
     "workers",
+    "prefetch",
     "threads",
     "keep_last",
     "checkpoint_every",

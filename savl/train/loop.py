@@ -325,7 +325,7 @@ class _Trainer:
             # Not finished until this training says so: a stale done.json must not vouch for new weights.
             (self.run_dir / "done.json").unlink(missing_ok=True)
         self._build()
-        self.source = BatchSource(cfg, info.rank, info.world, self.dev, files=files)
+        self.source = BatchSource(cfg, info.rank, info.world, self.dev, files=files, prefetch=cfg.prefetch)
         start = self._restore(latest) if latest is not None else 0
         if info.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -341,6 +341,7 @@ class _Trainer:
         try:
             self._loop(start, total, log, bar)
         finally:
+            self.source.close()
             bar.close()
             if log is not None:
                 log.close()
@@ -383,7 +384,7 @@ class _Trainer:
             lr_now = cfg.lr_at(step)
             for g in self.opt.param_groups:
                 g["lr"] = lr_now
-            lr_img, target, real, guide = self.source.next()
+            lr_img, target, real, guide = self.source.next(ahead=it < total)
             self.objective.train()
             with self._autocast():
                 # the batch's kernel map goes to the rrdb_sft objective only (other objectives take five arguments)
