@@ -90,6 +90,7 @@ def _one(args) -> dict:
             over += ["losses.perceptual=1.0", "losses.perceptual_trunk=random"]
         if args.threads:
             over.append(f"threads={args.threads}")
+        over += args.set or []
         cfg = load_config(cfg_path, over)
         if torch.cuda.is_available() and args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -107,6 +108,8 @@ def _one(args) -> dict:
                 models[name] = sum(p.numel() for p in m.parameters())
         return {
             "stage": args.one,
+            "settings": args.set or [],
+            "prefetch": cfg.prefetch,
             "profile": args.profile,
             "device": args.device,
             "precision": args.precision,
@@ -666,6 +669,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config override for every stage's run")
     p.add_argument("--one", choices=list(STAGES), help=argparse.SUPPRESS)
     c = p.add_argument_group("--compare: the paper-size joint and frozen-L1 steps under each speed option")
     c.add_argument("--compare", action="store_true", help="measure the variants beside the naive reference")
@@ -696,6 +700,7 @@ def main() -> int:
         cmd += ["--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--compile"] if args.compile else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += [a for kv in args.set or [] for a in ("--set", kv)]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
