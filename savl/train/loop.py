@@ -177,8 +177,14 @@ class _Trainer:
         models = build_models(cfg)
         if cfg.init_from:
             self._init_from(models)
+        # DDP's gradient buckets and broadcast assume contiguous parameters (channels-last ones fail at start-up).
+        channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cpu" and not info.enabled
+        if channels_last and info.enabled:
+            raise ConfigError("channels_last: true does not work with several processes (DDP); leave it unset")
         for m in models.values():
             m.to(dev).train()
+            if channels_last:  # 4-D weights only; checkpoints are written contiguous (savl.models.io.save_model)
+                m.to(memory_format=torch.channels_last)
         self.models = models
         self.srnet, self.savl, self.disc = models.get("srnet"), models.get("savl"), models.get("discriminator")
         self.objective = make_objective(cfg, models).to(dev)

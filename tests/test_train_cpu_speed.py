@@ -1,5 +1,7 @@
-"""Prefetching the next batch on a background thread (config `prefetch`, CPU) changes no batch, no record and
-no weight, and a checkpoint written while a batch is being prefetched resumes exactly."""
+"""CPU training speed options: prefetching the next batch on a background thread (config `prefetch`) changes no
+batch, no record and no weight, and a checkpoint written while a batch is being prefetched resumes exactly;
+channels-last weights (config `channels_last`, on by default on the CPU) compute the same run to float rounding,
+write contiguous model files and are not part of the run's identity."""
 
 import shutil
 from pathlib import Path
@@ -8,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from savl.models.io import load_model
 from savl.train import load_config, train
+from savl.train.config import config_hash
 from savl.train.data import BatchSource
 from savl.train.loop import NonFiniteLossError
 
@@ -78,3 +82,30 @@ def test_training_with_prefetch_gives_the_same_run_and_resumes_exactly(tmp_path)
     c = _weights(cut)
     assert all(torch.equal(a[k], c[k]) for k in a)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_channels_last_weights_train_the_same_run_and_save_contiguous_files(tmp_path, monkeypatch):
+    from savl.models.decoder import Decoder
+
+    seen = []
+    forward = Decoder.forward_with_scale
+
+    def spy(self, hr, code):
+        seen.append(self.head.weight.is_contiguous(memory_format=torch.channels_last))
+        return forward(self, hr, code)
+
+    monkeypatch.setattr(Decoder, "forward_with_scale", spy)
+    default = train(_cfg(tmp_path, "schedule.iterations=3", "name=default"))
+    assert seen and all(seen)  # unset on the CPU: on
+    seen.clear()
+    plain = train(_cfg(tmp_path, "schedule.iterations=3", "name=plain", "channels_last=false"))
+    assert seen and not any(seen)
+    for a, b in zip(_records(default), _records(plain)):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+    saved = load_file(str(default.final / "savl.safetensors"))
+    assert all(t.is_contiguous() for t in saved.values())
+    assert isinstance(load_model(default.final / "savl.safetensors"), torch.nn.Module)
+    cfg = _cfg(tmp_path, "channels_last=true")
+    assert config_hash(cfg) == config_hash(_cfg(tmp_path, "channels_last=false")) == config_hash(_cfg(tmp_path))
