@@ -67,7 +67,17 @@ def _one(args) -> dict:
     import torch
 
     from savl.train import load_config, train
+    from savl.train.data import BatchSource
 
+    # The training thread's CPU time from one batch to the next: the step's critical path when another core is
+    # free (with `prefetch` the next batch is made on another thread and does not count here).
+    marks, make = [], BatchSource.next
+
+    def marked(self, *a, **k):
+        marks.append(time.thread_time())
+        return make(self, *a, **k)
+
+    BatchSource.next = marked
     cfg_path = ROOT / "configs" / args.profile / f"{STAGES[args.one]}.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         over = [
@@ -99,6 +109,7 @@ def _one(args) -> dict:
         run = train(cfg)
         steps = [r["s_per_step"] for r in run.metrics][args.warmup :]
         cpu = [r["cpu_s_per_step"] for r in run.metrics][args.warmup :]
+        thread = [b - a for a, b in zip(marks, marks[1:])][args.warmup :]
         if args.device.startswith("cuda"):
             peak = torch.cuda.max_memory_allocated() / 2**20
         else:
@@ -122,6 +133,7 @@ def _one(args) -> dict:
             "s_per_step_median": statistics.median(steps),
             "s_per_step_all": steps,
             "cpu_s_per_step_median": statistics.median(cpu),
+            "main_thread_cpu_s_per_step_median": statistics.median(thread) if thread else None,
             "iterations_per_s": 1 / statistics.median(steps),
             "images_per_s": cfg.batch / statistics.median(steps),
             "peak_memory_mib": peak,
@@ -774,7 +786,7 @@ def versus(args) -> int:
                 res["load"] = list(os.getloadavg())
                 runs[name].append(res)
         summary = {}
-        for key in ("s_per_step_median", "cpu_s_per_step_median"):
+        for key in ("s_per_step_median", "cpu_s_per_step_median", "main_thread_cpu_s_per_step_median"):
             ratio = [b[key] / a[key] for a, b in zip(runs["a"], runs["b"])]
             summary[key] = {
                 "a": statistics.median(x[key] for x in runs["a"]),
