@@ -2,6 +2,7 @@
 same sizes and the same weights, on the CPU.
 
     python benchmarks/hat_upstream.py --upstream DIR [--rounds 5] [--threads 1] [--out benchmarks/results]
+    python benchmarks/hat_upstream.py --upstream DIR --fresh-only [--fresh-rounds 5]   (only 3., into --out's JSON)
 
 DIR holds upstream's `hat_arch.py` and whatever it imports (BasicSR's registry and `to_2tuple`/`trunc_normal_`,
 einops): the upstream file is never copied into this repository. The upstream model is built at the `book`
