@@ -3,6 +3,8 @@ the projected wall time of the paper's schedule.
 
     python benchmarks/train_step.py [--profile book] [--device cpu|cuda] [--steps 6] [--warmup 2] [--out DIR]
     python benchmarks/train_step.py --profile paper --device cuda --precision bf16 --compile   (on a GPU)
+    python benchmarks/train_step.py --stages representation --threads 2 --rounds 3 \
+        --versus prefetch=false --versus channels_last=false                 (A/B: paired ratios of step times)
 
 Each stage runs in its own process through the real loop (`savl.train.train`: data degradation on the device,
 forward, backward, optimiser, EMA/discriminator where the stage has them), so the figures are what a run sees.
@@ -65,7 +67,17 @@ def _one(args) -> dict:
     import torch
 
     from savl.train import load_config, train
+    from savl.train.data import BatchSource
 
+    # The training thread's CPU time from one batch to the next: the step's critical path when another core is
+    # free (with `prefetch` the next batch is made on another thread and does not count here).
+    marks, make = [], BatchSource.next
+
+    def marked(self, *a, **k):
+        marks.append(time.thread_time())
+        return make(self, *a, **k)
+
+    BatchSource.next = marked
     cfg_path = ROOT / "configs" / args.profile / f"{STAGES[args.one]}.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         over = [
@@ -90,12 +102,14 @@ def _one(args) -> dict:
             over += ["losses.perceptual=1.0", "losses.perceptual_trunk=random"]
         if args.threads:
             over.append(f"threads={args.threads}")
+        over += args.set or []
         cfg = load_config(cfg_path, over)
         if torch.cuda.is_available() and args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         run = train(cfg)
         steps = [r["s_per_step"] for r in run.metrics][args.warmup :]
         cpu = [r["cpu_s_per_step"] for r in run.metrics][args.warmup :]
+        thread = [b - a for a, b in zip(marks, marks[1:])][args.warmup :]
         if args.device.startswith("cuda"):
             peak = torch.cuda.max_memory_allocated() / 2**20
         else:
@@ -107,6 +121,8 @@ def _one(args) -> dict:
                 models[name] = sum(p.numel() for p in m.parameters())
         return {
             "stage": args.one,
+            "settings": args.set or [],
+            "prefetch": cfg.prefetch,
             "profile": args.profile,
             "device": args.device,
             "precision": args.precision,
@@ -117,6 +133,7 @@ def _one(args) -> dict:
             "s_per_step_median": statistics.median(steps),
             "s_per_step_all": steps,
             "cpu_s_per_step_median": statistics.median(cpu),
+            "main_thread_cpu_s_per_step_median": statistics.median(thread) if thread else None,
             "iterations_per_s": 1 / statistics.median(steps),
             "images_per_s": cfg.batch / statistics.median(steps),
             "peak_memory_mib": peak,
@@ -666,6 +683,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config override for every stage's run")
+    p.add_argument("--versus", action="append", metavar="KEY=VALUE",
+                   help="A/B: also run each stage with these overrides, alternating, --rounds times (paired ratios)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the --versus A/B")
     p.add_argument("--one", choices=list(STAGES), help=argparse.SUPPRESS)
     c = p.add_argument_group("--compare: the paper-size joint and frozen-L1 steps under each speed option")
     c.add_argument("--compare", action="store_true", help="measure the variants beside the naive reference")
@@ -689,20 +710,15 @@ def main() -> int:
         print("RESULT " + json.dumps(_one(args)))
         return 0
 
+    if args.versus:
+        return versus(args)
     load_before = list(os.getloadavg())
     results = []
     for stage in args.stages.split(","):
-        cmd = [sys.executable, __file__, "--one", stage, "--profile", args.profile, "--device", args.device]
-        cmd += ["--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        cmd += ["--compile"] if args.compile else []
-        cmd += ["--threads", str(args.threads)] if args.threads else []
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
+        r = _child(args, stage, args.set or [])
+        if r is None:
             return 1
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-        results.append(json.loads(line[len("RESULT ") :]))
-        r = results[-1]
+        results.append(r)
         print(f"{stage:15s} {r['s_per_step_median']:.3f} s/step  {r['peak_memory_mib']:.0f} MiB", flush=True)
 
     flops = train_flops_per_image("paper", 64)
@@ -730,6 +746,62 @@ def main() -> int:
     _write(out / f"train_step_{dev}.json", json.dumps(report, indent=2) + "\n")
     _write(out / f"train_step_{dev}.md", _markdown(report))
     print(f"wrote {out / f'train_step_{dev}.json'}")
+    return 0
+
+
+def _child(args, stage: str, settings: list[str]) -> dict | None:
+    """Run one stage in a child process with these config overrides; its RESULT (None after an error)."""
+    cmd = [sys.executable, __file__, "--one", stage, "--profile", args.profile, "--device", args.device]
+    cmd += ["--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--compile"] if args.compile else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    cmd += [a for kv in settings for a in ("--set", kv)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def versus(args) -> int:
+    """A/B: each stage with --set (A) and with --set plus --versus (B), one child each, alternating order round by
+    round; per round the ratio B / A of the median step time (above 1: A is faster)."""
+    a_set, b_set = args.set or [], (args.set or []) + args.versus
+    report = {
+        "benchmark": "train_step_versus",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "a": a_set,
+        "b": b_set,
+        "load_average_at_start": list(os.getloadavg()),
+        "stages": {},
+    }
+    for stage in args.stages.split(","):
+        runs: dict[str, list] = {"a": [], "b": []}
+        for r in range(args.rounds):
+            for name in ("a", "b") if r % 2 == 0 else ("b", "a"):
+                res = _child(args, stage, a_set if name == "a" else b_set)
+                if res is None:
+                    return 1
+                res["load"] = list(os.getloadavg())
+                runs[name].append(res)
+        summary = {}
+        for key in ("s_per_step_median", "cpu_s_per_step_median", "main_thread_cpu_s_per_step_median"):
+            ratio = [b[key] / a[key] for a, b in zip(runs["a"], runs["b"])]
+            summary[key] = {
+                "a": statistics.median(x[key] for x in runs["a"]),
+                "b": statistics.median(x[key] for x in runs["b"]),
+                "b_over_a_median": statistics.median(ratio),
+                "b_over_a_range": [min(ratio), max(ratio)],
+            }
+        report["stages"][stage] = {"summary": summary, "runs": runs}
+        w = summary["s_per_step_median"]
+        print(f"{stage}: A {w['a']:.3f} s/step, B {w['b']:.3f} s/step, B/A {w['b_over_a_median']:.2f}x "
+              f"({w['b_over_a_range'][0]:.2f} - {w['b_over_a_range'][1]:.2f})", flush=True)  # fmt: skip
+    report["load_average_at_end"] = list(os.getloadavg())
+    report["machine"] = _machine(args.device)
+    _write(Path(args.out) / "train_step_versus.json", json.dumps(report, indent=2) + "\n")
+    print(f"wrote {Path(args.out) / 'train_step_versus.json'}")
     return 0
 
 

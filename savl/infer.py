@@ -6,10 +6,11 @@ tile, so an H x W image runs ceil(H / tile) * ceil(W / tile) tiles. Cores are ba
 end). Where two padded tiles meet they share 2 * overlap pixels, blended with a raised-cosine window, so seams do
 not show even for networks whose receptive field exceeds the pad.
 
-The image stays in host memory and tiles go to the model's device one at a time. Finished output rows are
-handed on as soon as no later tile can touch them, so `upscale_to_array` writes them straight into a
-preallocated uint8/uint16 array: host memory is the output's own bytes plus one band of tiles, flat in the
-image size. Gray images go through the network as RGB and come back gray; an alpha channel is upscaled on its
+The image stays in host memory and tiles go to the model's device one at a time. `upscale` blends the tiles
+of an RGB(A) image straight into its float result (host memory: the output plus one tile). Elsewhere finished
+output rows are handed on as soon as no later tile can touch them, so `upscale_to_array` writes them straight
+into a preallocated uint8/uint16 array: host memory is the output's own bytes plus one band of tiles, flat in
+the image size. Gray images go through the network as RGB and come back gray; an alpha channel is upscaled on its
 own track with MATLAB bicubic (a network trained on RGB knows nothing about alpha).
 """
 
@@ -138,17 +139,24 @@ def _channels_last(model: nn.Module, device: torch.device) -> Iterator[bool]:
 
 
 def _bands(
-    model, rgb, tile, overlap, dtype, device, scale, channels_last: bool = False
+    model, rgb, tile, overlap, dtype, device, scale, channels_last: bool = False, into: torch.Tensor | None = None
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (first output row, finished float rows (3, n, sW)) top to bottom, each row exactly once.
 
-    The rows are a view into one preallocated band buffer that the next step overwrites: use them (or copy
-    them) before asking for the next band. All arithmetic on the band is in place, so host memory is one band
-    (12 bytes x band height x output width) whatever the image height.
+    Without `into`, the rows are a view into one preallocated band buffer that the next step overwrites: use
+    them (or copy them) before asking for the next band. All arithmetic on the band is in place, so host memory
+    is one band (12 bytes x band height x output width) whatever the image height.
+
+    With `into` (a float (3, sH, sW) tensor, e.g. the caller's result), the tiles are blended straight into it
+    and the yielded rows are views of it, normalised in place: no band buffer at all. Each row is zeroed just
+    before the first tile adds to it, so a second pass (an out-of-memory restart) overwrites whatever an
+    earlier pass left.
     """
     _, H, W = rgb.shape
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if into is not None and tuple(into.shape) != (3, H * scale, W * scale):
+        raise ValueError(f"into must be (3, {H * scale}, {W * scale}), got {tuple(into.shape)}")
     rows, cols = tile_grid(H, tile), tile_grid(W, tile)
     if len(rows) == len(cols) == 1:  # one tile: every blend weight is 1, so its output is the image
         patch = rgb[None].to(device)
@@ -158,22 +166,29 @@ def _bands(
         if pred.shape[-2:] != (H * scale, W * scale):
             got = tuple(pred.shape[-2:])
             raise SavlError(f"{type(model).__name__}: a {H}x{W} input gave {got}, not x{scale} of it")
-        yield 0, pred.clone() if pred.is_inference() else pred  # an inference tensor cannot be changed in place
+        if into is not None:
+            yield 0, into.copy_(pred)
+        else:  # an inference tensor cannot be changed in place
+            yield 0, pred.clone() if pred.is_inference() else pred
         return
     xwin = [_window(c, W, overlap, scale) for c in cols]
     col_sum = torch.zeros(W * scale)  # the blend weights are separable, so their sum is an outer product
     for a0, a1, wx in xwin:
         col_sum[a0 * scale : a1 * scale] += wx
-    capacity = (max(c1 - c0 for c0, c1 in rows) + 2 * overlap) * scale
-    band, row_sum = torch.empty(3, capacity, W * scale), torch.empty(capacity)
-    band_y0, filled = 0, 0  # the band holds output rows [band_y0, band_y0 + filled), not yet finished
+    if into is None:
+        capacity = (max(c1 - c0 for c0, c1 in rows) + 2 * overlap) * scale
+        buf = torch.empty(3, capacity, W * scale)
+    else:
+        capacity, buf = H * scale, into
+    row_sum = torch.empty(capacity)
+    # buf row r is output row origin + r; output rows [start, filled) hold partial sums, those above are done.
+    origin, start, filled = 0, 0, 0
     for i, core in enumerate(rows):
         y0, y1, wy = _window(core, H, overlap, scale)
-        need = y1 * scale - band_y0
-        band[:, filled:need].zero_()
-        row_sum[filled:need].zero_()
-        filled = need
-        top = y0 * scale - band_y0
+        buf[:, filled - origin : y1 * scale - origin].zero_()
+        row_sum[filled - origin : y1 * scale - origin].zero_()
+        filled = y1 * scale
+        top = y0 * scale - origin
         for x0, x1, wx in xwin:
             patch = rgb[:, y0:y1, x0:x1][None].to(device)
             if channels_last:
@@ -185,32 +200,37 @@ def _bands(
                     f"not x{scale} of it"
                 )
             # pred is only read (a model may return an inference-mode tensor, which cannot be changed in place).
-            band[:, top : top + pred.shape[1], x0 * scale : x1 * scale].addcmul_(pred, wy[:, None] * wx[None, :])
+            buf[:, top : top + pred.shape[1], x0 * scale : x1 * scale].addcmul_(pred, wy[:, None] * wx[None, :])
         row_sum[top : top + wy.shape[0]] += wy
         finished = max(0, rows[i + 1][0] - overlap) if i + 1 < len(rows) else H  # the next tile row's top
-        done = max(finished * scale - band_y0, 0)
-        out = band[:, :done]
-        out.div_(row_sum[:done, None]).div_(col_sum[None, :])
-        yield band_y0, out
-        # Rows the next tile row still adds to move to the top of the buffer.
-        band[:, : filled - done] = band[:, done:filled].clone()
-        row_sum[: filled - done] = row_sum[done:filled].clone()
-        band_y0, filled = band_y0 + done, filled - done
+        done = max(finished * scale, start)
+        out = buf[:, start - origin : done - origin]
+        out.div_(row_sum[start - origin : done - origin, None]).div_(col_sum[None, :])
+        yield start, out
+        start = done
+        if into is None:  # rows the next tile row still adds to move to the top of the buffer
+            buf[:, : filled - start] = buf[:, start - origin : filled - origin].clone()
+            row_sum[: filled - start] = row_sum[start - origin : filled - origin].clone()
+            origin = start
 
 
 def _stream(
     model: nn.Module,
     image: torch.Tensor,
-    sink: Callable[[int, torch.Tensor], None],
+    sink: Callable[[int, torch.Tensor], None] | None,
     tile: int | str | None,
     overlap: int,
     dtype: torch.dtype,
     device,
     scale: int | None,
+    into: torch.Tensor | None = None,
 ) -> tuple[int, torch.Tensor | None]:
     """Run the tiles and hand each finished band (first row, (C, n, sW) in [0, 1]) to `sink`; returns the
     scale and the upscaled alpha plane (or None). With tile="auto", an out-of-memory error halves the tile and
-    starts again (the sink then sees the rows again, in order)."""
+    starts again (the sink then sees the rows again, in order).
+
+    `into` (RGB or RGBA input only): a (3, sH, sW) float tensor the tiles are blended, normalised and clamped in,
+    in place (no band buffer); `sink` may then be None."""
     if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
         raise ValueError(f"upscale expects (C,H,W) with C in 1, 3, 4; got {tuple(image.shape)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -218,17 +238,20 @@ def _stream(
     image = image.detach().float().cpu()
     gray = image.shape[0] == 1
     rgb = image[:3] if not gray else image.expand(3, -1, -1)
+    if gray and into is not None:  # the gray plane is the mean of the clamped channels: it needs all three
+        raise ValueError("into= needs an RGB or RGBA image")
 
     auto = tile == "auto"
     size = _auto_tile(device) if auto else tile
     with _channels_last(model, device) as channels_last:
         while True:
             try:
-                for y, rows in _bands(model, rgb, size, overlap, dtype, device, scale, channels_last):
+                for y, rows in _bands(model, rgb, size, overlap, dtype, device, scale, channels_last, into):
                     if rows.shape[1] == 0:  # a tile row whose rows the next one still touches
                         continue
                     rows.clamp_(0, 1)
-                    sink(y, rows.mean(0, keepdim=True) if gray else rows)
+                    if sink is not None:
+                        sink(y, rows.mean(0, keepdim=True) if gray else rows)
                 break
             except OutOfMemoryError:
                 if not auto or size <= 32:
@@ -259,14 +282,18 @@ def upscale(
         raise ValueError(f"upscale expects (C,H,W) with C in 1, 3, 4; got {tuple(image.shape)}")
     s = scale or model_scale(model)
     c, h, w = image.shape
-    # Rows go straight into the result (no list of copies and no concatenation: one output's worth of memory);
-    # the alpha plane, if any, takes the last channel.
+    # The tiles are blended straight into the result (no band buffer, no list of copies, no concatenation: one
+    # output's worth of memory); the alpha plane, if any, takes the last channel. A gray image's plane is the
+    # mean of the three clamped colour channels, so it still goes through the band.
     result = torch.empty(c, h * s, w * s)
 
     def keep(y: int, rows: torch.Tensor) -> None:
-        result[: rows.shape[0], y : y + rows.shape[1]] = rows  # an out-of-memory restart rewrites the rows
+        result[:, y : y + rows.shape[1]] = rows  # an out-of-memory restart rewrites the rows
 
-    _, alpha = _stream(model, image, keep, tile, overlap, dtype, device, s)
+    if c == 1:
+        _, alpha = _stream(model, image, keep, tile, overlap, dtype, device, s)
+    else:
+        _, alpha = _stream(model, image, None, tile, overlap, dtype, device, s, into=result[:3])
     if alpha is not None:
         result[3:] = alpha
     return result

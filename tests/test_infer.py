@@ -224,3 +224,90 @@ def test_one_tile_is_the_network_output_itself():
         bands = _bands(model, img, 16, 4, torch.float32, "cpu", 4, cl)
         rows = torch.cat([r.clone().clamp_(0, 1) for _, r in bands], 1)
     assert torch.equal(tiled, rows)
+
+
+def _reference_blend(model, img, tile, overlap, s=4):
+    """The tiled output written the plain way, in float64: every padded tile's output times its weight summed
+    over a full-size canvas, divided by the summed weights, clamped. A side that meets another tile ramps as
+    sin^2 (= the raised cosine) over the 2 * overlap output pixels the two tiles share."""
+
+    def weights(core, length):
+        c0, c1 = core
+        a0, a1 = max(0, c0 - overlap), min(length, c1 + overlap)
+        centre = np.arange(a0 * s, a1 * s) + 0.5
+        w = np.ones(len(centre))
+        if overlap:
+            zone = 2 * overlap * s
+            if c0 > 0:
+                w = np.minimum(w, np.sin(0.5 * np.pi * np.clip((centre - (c0 - overlap) * s) / zone, 0, 1)) ** 2)
+            if c1 < length:
+                w = np.minimum(w, np.sin(0.5 * np.pi * np.clip(((c1 + overlap) * s - centre) / zone, 0, 1)) ** 2)
+        return a0, a1, w
+
+    _, H, W = img.shape
+    rgb = img[:3] if img.shape[0] != 1 else img.expand(3, -1, -1)
+    num, den = np.zeros((3, H * s, W * s)), np.zeros((H * s, W * s))
+    for core_y in tile_grid(H, tile):
+        for core_x in tile_grid(W, tile):
+            (y0, y1, wy), (x0, x1, wx) = weights(core_y, H), weights(core_x, W)
+            with torch.no_grad():
+                pred = model(rgb[None, :, y0:y1, x0:x1])[0].double().numpy()
+            w = np.outer(wy, wx)
+            num[:, y0 * s : y1 * s, x0 * s : x1 * s] += pred * w
+            den[y0 * s : y1 * s, x0 * s : x1 * s] += w
+    out = torch.from_numpy(np.clip(num / den, 0, 1)).float()
+    return out.mean(0, keepdim=True) if img.shape[0] == 1 else out
+
+
+@pytest.mark.parametrize(
+    "channels, hw, tile, overlap",
+    [(3, (150, 130), 64, 16), (4, (67, 45), 32, 8), (1, (53, 71), 24, 6), (3, (61, 83), 40, 0), (4, (33, 29), 16, 0)],
+)
+def test_tiles_blended_into_the_result_equal_a_plain_reference_blend(channels, hw, tile, overlap):
+    # RGB and RGBA blend straight into upscale's result (no band buffer); gray and upscale_to_array still go
+    # through the band. Both must equal the plain full-canvas blend, and the two paths must agree exactly.
+    model = TinySR().eval()
+    img = torch.rand(channels, *hw, generator=torch.Generator().manual_seed(11))
+    out = upscale(model, img, tile=tile, overlap=overlap)
+    ref = _reference_blend(model, img, tile, overlap)
+    torch.testing.assert_close(out[:3], ref, atol=2e-6, rtol=0)
+    with torch.no_grad(), _channels_last(model, torch.device("cpu")) as cl:
+        rgb = img[:3] if channels != 1 else img.expand(3, -1, -1)
+        bands = _bands(model, rgb, tile, overlap, torch.float32, "cpu", 4, cl)
+        band = torch.cat([r.clone().clamp_(0, 1) for _, r in bands], 1)
+    if channels == 1:
+        torch.testing.assert_close(out, band.mean(0, keepdim=True), atol=1e-6, rtol=0)
+    else:
+        torch.testing.assert_close(out[:3], band, atol=1e-6, rtol=0)
+    whole = upscale(model, img, tile=None)
+    if channels == 4:
+        assert torch.equal(out[3], whole[3])  # the alpha track is not tiled
+    assert psnr(whole[:3], out[:3]) >= (40.0 if overlap else 25.0)
+
+
+class OutOfMemoryOnce(nn.Module):
+    """Raises an out-of-memory error on its `fail_at`-th forward pass (after earlier tiles were blended)."""
+
+    def __init__(self, model, fail_at):
+        super().__init__()
+        self.model, self.scale, self.fail_at, self.calls = model, model.scale, fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise torch.OutOfMemoryError("simulated")
+        return self.model(x)
+
+
+def test_auto_tile_restart_after_out_of_memory_rezeroes_the_rows_it_blends_again():
+    # tile="auto" on the CPU starts at 256: a 520 x 300 image runs 3 x 2 tiles, and the 4th forward pass fails
+    # after the first tile row (2 tiles) was blended into the result and normalised and one tile of the second
+    # added; the restart at 128 blends those rows again and must give exactly what tile=128 gives from scratch.
+    model = TinySR().eval()
+    img = torch.rand(3, 520, 300, generator=torch.Generator().manual_seed(12))
+    failing = OutOfMemoryOnce(model, fail_at=4)
+    out = upscale(failing, img, tile="auto", overlap=8)
+    assert failing.calls == 4 + count_tiles(520, 300, 128)
+    torch.testing.assert_close(out, upscale(model, img, tile=128, overlap=8), atol=0, rtol=0)
+    with pytest.raises(torch.OutOfMemoryError):  # a fixed tile is not shrunk
+        upscale(OutOfMemoryOnce(model, fail_at=2), img, tile=128, overlap=8)

@@ -32,8 +32,11 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 SHIFT_MASK_VALUE = -100.0
 # Without gradients, the upsampling tail runs in horizontal bands once its full-resolution feature map would
 # exceed this many bytes, each band with TAIL_HALO LR rows of context (enough for its four 3x3 convolutions at
-# 1x, 1x, 2x and 4x: 1 + 1 + 1/2 + 1/4 rows): the same values, at a fraction of the tail's peak memory.
-TAIL_BAND_BYTES = 2**27
+# 1x, 1x, 2x and 4x: 1 + 1 + 1/2 + 1/4 rows): the same values, at a fraction of the tail's peak memory. 32 MiB
+# runs a 144x144 LR tile of a 64-feature x4 tail in 3 bands: peak memory of a 256x256 LR image in 4 such tiles
+# 258-282 -> 135-168 MB, whole image 356-482 -> 290-317 MB, at the same speed (CPU time 1.00-1.04x that of
+# 128 MiB; benchmarks/results/hat_upstream_cpu.md).
+TAIL_BAND_BYTES = 2**25
 TAIL_HALO = 3
 
 

@@ -225,6 +225,13 @@ class TrainConfig(_Strict):
     device: str = "cpu"  # cpu, cuda, cuda:1, auto
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads on CPU
     workers: int = Field(0, ge=0)  # DataLoader workers
+    # On the CPU, read and degrade the next batch on a background thread during this step (the same batches).
+    prefetch: bool = True
+    # Trained weights held in channels-last order, so oneDNN's convolutions skip reordering every input and
+    # output (benchmarks/results/train_step_cpu.md): None = on the CPU in one process (DDP needs contiguous
+    # parameters). Like `threads` and fused Adam it changes only the order of float operations, so it is not
+    # part of the run's identity.
+    channels_last: bool | None = None
     output: str = "runs"
     # a previous stage: a run folder, a config file (trained if missing), or a model file (.safetensors, e.g. a
     # zoo model's weights) whose SR net this stage starts from
@@ -441,6 +448,8 @@ _HASH_EXCLUDED = {
     "log_every",
     "progress",
     "workers",
+    "prefetch",
+    "channels_last",
     "threads",
     "keep_last",
     "checkpoint_every",

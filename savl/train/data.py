@@ -16,6 +16,7 @@ the embedded sample photos stay decoded in memory (they are few and small).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,17 @@ def _degradation(cfg):
 class BatchSource:
     """`next() -> (lr, target, real, guide)`: LR input, the loss target (USM-sharpened GT when `data.usm`, as
     Real-ESRGAN trains), the clean GT (the discriminator's real images), all on `device`, and the batch's
-    ground-truth kernel map (MANet protocols, `ManetModes.with_kernel_map`; None for the others)."""
+    ground-truth kernel map (MANet protocols, `ManetModes.with_kernel_map`; None for the others).
 
-    def __init__(self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0, files=None):
+    With `prefetch` (the config's `prefetch`; CPU only, and not with a degradation pool, whose contents a
+    checkpoint would have to copy), the next batch is read and degraded on a background thread while the caller
+    trains on this one. Batches are still made one after another from the same generator, so they are the same
+    as without it, and `state()` gives the generator as it stood after the last batch handed out (before the
+    prefetched one), so a checkpoint resumes exactly."""
+
+    def __init__(
+        self, cfg, rank: int, world: int, device: torch.device, start_step: int = 0, files=None, prefetch=False
+    ):
         if cfg.batch % world:
             raise ConfigError(f"batch {cfg.batch} must be divisible by the number of processes ({world})")
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
@@ -181,6 +190,10 @@ class BatchSource:
             from savl.degrade.realesrgan import DegradationPool
 
             self.pool = DegradationPool(d.pool_size // world, self.per_rank)
+        self.prefetch = bool(prefetch) and device.type == "cpu" and self.pool is None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._handed_state: torch.Tensor | None = None  # the generator right after the last batch handed out
         self._start(start_step)
 
     def _start(self, step: int) -> None:
@@ -196,8 +209,38 @@ class BatchSource:
         )
         self._iter = iter(loader)
 
+    def next(self, ahead: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This step's batch; with prefetch, and `ahead` (False on the last step), start making the next one."""
+        if not self.prefetch:
+            return self._make()
+        pending, self._pending = self._pending, None
+        batch = pending.result() if pending is not None else self._make()
+        self._handed_state = self.generator.get_state()
+        if ahead:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="savl-prefetch")
+            self._pending = self._executor.submit(self._make_in_background)
+        return batch
+
+    def _make_in_background(self):
+        # Flushing subnormals is a per-thread flag (the training thread sets its own; savl.infer.flush_subnormals).
+        torch.set_flush_denormal(True)
+        return self._make()
+
+    def _drain(self) -> None:
+        """Wait for a prefetched batch and drop it (its draws are undone by the caller restoring the generator)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.exception()  # waits; an error in a batch nobody will use is not raised
+
+    def close(self) -> None:
+        self._drain()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
     @torch.no_grad()
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _make(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         batch = next(self._iter)
         hr = batch["hr"].to(self.device, non_blocking=True)
         if self.paired:
@@ -219,12 +262,15 @@ class BatchSource:
         return lr.contiguous(), target.contiguous(), hr.contiguous(), guide
 
     def state(self) -> dict:
-        out = {"generator": self.generator.get_state()}
+        # With a batch being prefetched the generator has moved on; the checkpoint wants it as the step left it.
+        handed = self._pending is not None and self._handed_state is not None
+        out = {"generator": self._handed_state if handed else self.generator.get_state()}
         if self.pool is not None and self.pool.lr is not None:
             out["pool"] = {"lr": self.pool.lr.cpu(), "gt": self.pool.gt.cpu(), "filled": self.pool.filled}
         return out
 
     def load_state(self, state: dict, step: int) -> None:
+        self._drain()
         self.generator.set_state(state["generator"])
         if self.pool is not None and "pool" in state:
             p = state["pool"]

@@ -177,8 +177,14 @@ class _Trainer:
         models = build_models(cfg)
         if cfg.init_from:
             self._init_from(models)
+        # DDP's gradient buckets and broadcast assume contiguous parameters (channels-last ones fail at start-up).
+        channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cpu" and not info.enabled
+        if channels_last and info.enabled:
+            raise ConfigError("channels_last: true does not work with several processes (DDP); leave it unset")
         for m in models.values():
             m.to(dev).train()
+            if channels_last:  # 4-D weights only; checkpoints are written contiguous (savl.models.io.save_model)
+                m.to(memory_format=torch.channels_last)
         self.models = models
         self.srnet, self.savl, self.disc = models.get("srnet"), models.get("savl"), models.get("discriminator")
         self.objective = make_objective(cfg, models).to(dev)
@@ -325,7 +331,7 @@ class _Trainer:
             # Not finished until this training says so: a stale done.json must not vouch for new weights.
             (self.run_dir / "done.json").unlink(missing_ok=True)
         self._build()
-        self.source = BatchSource(cfg, info.rank, info.world, self.dev, files=files)
+        self.source = BatchSource(cfg, info.rank, info.world, self.dev, files=files, prefetch=cfg.prefetch)
         start = self._restore(latest) if latest is not None else 0
         if info.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -341,6 +347,7 @@ class _Trainer:
         try:
             self._loop(start, total, log, bar)
         finally:
+            self.source.close()
             bar.close()
             if log is not None:
                 log.close()
@@ -383,7 +390,7 @@ class _Trainer:
             lr_now = cfg.lr_at(step)
             for g in self.opt.param_groups:
                 g["lr"] = lr_now
-            lr_img, target, real, guide = self.source.next()
+            lr_img, target, real, guide = self.source.next(ahead=it < total)
             self.objective.train()
             with self._autocast():
                 # the batch's kernel map goes to the rrdb_sft objective only (other objectives take five arguments)
