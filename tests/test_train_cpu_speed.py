@@ -25,6 +25,25 @@ def _cfg(tmp_path, *extra):
     return load_config(REPRESENTATION, [*FAST, f"output={tmp_path}", *extra])
 
 
+def test_prefetch_by_default_only_with_one_thread_and_a_spare_core(tmp_path, monkeypatch):
+    """With as many threads as cores the background batch competes with the step (slower on 2 idle cores), so
+    the default prefetches only at one thread on a machine with another core."""
+    cfg, cpu = _cfg(tmp_path), torch.device("cpu")
+    assert cfg.prefetch is None
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr("os.cpu_count", lambda: 2)
+        torch.set_num_threads(1)
+        assert BatchSource(cfg, 0, 1, cpu, prefetch=cfg.prefetch).prefetch
+        torch.set_num_threads(2)
+        assert not BatchSource(cfg, 0, 1, cpu, prefetch=cfg.prefetch).prefetch
+        monkeypatch.setattr("os.cpu_count", lambda: 1)
+        torch.set_num_threads(1)
+        assert not BatchSource(cfg, 0, 1, cpu, prefetch=cfg.prefetch).prefetch
+    finally:
+        torch.set_num_threads(before)
+
+
 def _batches(source, n, more=False):
     """n batches; the last one starts making the next only if `more`."""
     return [source.next(ahead=more or i + 1 < n) for i in range(n)]
@@ -68,9 +87,9 @@ def _records(run):
 
 @pytest.mark.slow
 def test_training_with_prefetch_gives_the_same_run_and_resumes_exactly(tmp_path):
-    common = ["schedule.iterations=4", "checkpoint_every=2"]
+    common = ["schedule.iterations=4", "checkpoint_every=2", "prefetch=true"]
     on = train(_cfg(tmp_path, *common, "name=ahead"))
-    off = train(_cfg(tmp_path, *common, "name=plain", "prefetch=false"))
+    off = train(_cfg(tmp_path, *common[:2], "name=plain", "prefetch=false"))
     assert _records(on) == _records(off) and len(_records(on)) == 4
     a, b = _weights(on), _weights(off)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

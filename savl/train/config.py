@@ -226,7 +226,10 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)  # torch.set_num_threads on CPU
     workers: int = Field(0, ge=0)  # DataLoader workers
     # On the CPU, read and degrade the next batch on a background thread during this step (the same batches).
-    prefetch: bool = True
+    # None = only when training runs on one thread and the machine has another core for the batch: with as many
+    # threads as cores the two compete (measured on 2 idle cores, 2 threads: 123 ms/step without, 195 ms with;
+    # one thread: 150 ms with, 188 ms without; benchmarks/results/train_step_cpu.md).
+    prefetch: bool | None = None
     # Trained weights held in channels-last order, so oneDNN's convolutions skip reordering every input and
     # output (benchmarks/results/train_step_cpu.md): None = on the CPU in one process (DDP needs contiguous
     # parameters). Like `threads` and fused Adam it changes only the order of float operations, so it is not

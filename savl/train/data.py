@@ -16,6 +16,7 @@ the embedded sample photos stay decoded in memory (they are few and small).
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -190,6 +191,8 @@ class BatchSource:
             from savl.degrade.realesrgan import DegradationPool
 
             self.pool = DegradationPool(d.pool_size // world, self.per_rank)
+        if prefetch is None:  # a spare core for the batch (see TrainConfig.prefetch)
+            prefetch = torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1
         self.prefetch = bool(prefetch) and device.type == "cpu" and self.pool is None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
