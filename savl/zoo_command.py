@@ -94,12 +94,14 @@ ACTIONS = {
 def add_models_parser(subparsers) -> None:
     import argparse
 
+    from savl.zoo import TIERS
+
     def common(p, suppress: bool) -> None:
         # On an action, an option left out must not reset one given before the action (`savl models --root X
         # verify`), hence SUPPRESS there.
         d = {"default": argparse.SUPPRESS} if suppress else {}
         p.add_argument("--root", help="zoo folder (default: $SAVL_MODELS or models/ in the repository)", **d)
-        p.add_argument("--tier", choices=["cpu", "long", "gpu"],
+        p.add_argument("--tier", choices=TIERS,
                        help="only the entries of this tier when no names are given (`make models`: cpu)", **d)
 
     m = subparsers.add_parser("models", help="the model zoo: " + ", ".join(ACTIONS))
