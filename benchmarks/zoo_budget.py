@@ -330,8 +330,8 @@ def main(argv=None) -> None:
         "are the training thread's CPU time (each zoo model trains at one thread, so this is about its time on an "
         "idle core); wall minutes are as trained, on the 2-core development machine while other work ran "
         "(load averages of 2-14), so they overstate an idle machine's time. Under that load the CPU time grows "
-        "too (the processes shared caches and memory bandwidth): `zoo_budget_measured.md` times the same stages "
-        "on an idle machine, and `zoo_retrain.md` records a whole `make models` from scratch.",
+        "too (the processes shared caches and memory bandwidth): `zoo_budget.py --measure 60` times the same "
+        "stages afresh (run it on an idle machine), and `zoo_retrain.md` records a whole `make models` from scratch.",
         "",
         f"- Entries timed: {summary['entries_timed']}; listed but not trained: "
         f"{', '.join(summary['entries_not_trained']) or 'none'}.",

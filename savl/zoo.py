@@ -467,16 +467,16 @@ def package(e: ZooEntry, run, root: str | os.PathLike | None = None, command: st
     if not src.is_file():
         raise ModelFileError(f"{src}: the run has no final {e.artefact} model to ship as {e.name!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    files = {
+    copies = {
         f"{e.name}.json": src.with_suffix(".json"),
         "metrics.jsonl": run.path / "metrics.jsonl",
     }
-    for rel, path in files.items():
+    for rel, path in copies.items():
         tmp = folder / f".{rel}.tmp"
         shutil.copyfile(path, tmp)
         os.replace(tmp, folder / rel)
     dtype = ship_weights(src, folder / f"{e.name}.safetensors")
-    files = {f"{e.name}.safetensors": src, **files}
+    files = [f"{e.name}.safetensors", *copies]  # what the card lists, with their sha256
     model = load_model(folder / f"{e.name}.safetensors", map_location=device).eval()
     held_out = _score(e, model, device)
     cfg = run.config
