@@ -152,8 +152,8 @@ class MAConv(nn.Module):
     def _forward_paired(self, x: torch.Tensor) -> torch.Tensor:
         """`_forward_splits` for two equal splits, with the same weights: the swapped halves feed one grouped
         1x1 affine net and the modulated halves one grouped conv (3 convs instead of 6, and no per-split
-        concatenations). On 2 CPU cores the encoder's forward + backward alone is about 1.4x faster; the
-        book's representation step, where the decoder dominates, 1-3 % (train_step_cpu.md)."""
+        concatenations). On 2 CPU cores the book encoder's forward + backward is 1.18x faster and the book's
+        representation step, where the decoder dominates, 1.06x (benchmarks/results/maconv_paths.md)."""
         c = self.in_splits[0]
         (a0, a1), (k0, k1) = self.affine, self.conv
         others = torch.cat([x[:, c:], x[:, :c]], dim=1)  # group i reads the split it does not modulate
