@@ -143,26 +143,8 @@ class MAConv(nn.Module):
             hidden = max(1, rest // reduction)
             self.affine.append(nn.Sequential(nn.Conv2d(rest, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, 2 * cin, 1)))
             self.conv.append(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2))
-        # Two equal splits (MANet's split 2 with even widths): each stage of both splits is one grouped conv.
-        self.paired = split == 2 and len(set(self.in_splits)) == 1 and len(set(self.out_splits)) == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_paired(x) if self.paired else self._forward_splits(x)
-
-    def _forward_paired(self, x: torch.Tensor) -> torch.Tensor:
-        """`_forward_splits` for two equal splits, with the same weights: the swapped halves feed one grouped
-        1x1 affine net and the modulated halves one grouped conv (3 convs instead of 6, and no per-split
-        concatenations). On 2 CPU cores the book encoder's forward + backward is 1.18x faster and the book's
-        representation step, where the decoder dominates, 1.06x (benchmarks/results/maconv_paths.md)."""
-        c = self.in_splits[0]
-        (a0, a1), (k0, k1) = self.affine, self.conv
-        others = torch.cat([x[:, c:], x[:, :c]], dim=1)  # group i reads the split it does not modulate
-        h = F.silu(_grouped(others, a0[0], a1[0]))
-        scale0, shift0, scale1, shift1 = _grouped(h, a0[2], a1[2]).split(c, dim=1)
-        scale, shift = torch.cat([scale0, scale1], dim=1), torch.cat([shift0, shift1], dim=1)
-        return _grouped(x * torch.sigmoid(scale) + shift, k0, k1)
-
-    def _forward_splits(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.in_splits, dim=1)
         out = []
         for i, part in enumerate(parts):
@@ -170,13 +152,6 @@ class MAConv(nn.Module):
             scale, shift = self.affine[i](others).chunk(2, dim=1)
             out.append(self.conv[i](part * torch.sigmoid(scale) + shift))
         return torch.cat(out, dim=1)
-
-
-def _grouped(x: torch.Tensor, first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor:
-    """Two same-shaped convs applied to the two channel halves of x, as one conv with groups=2."""
-    weight = torch.cat([first.weight, second.weight])
-    bias = torch.cat([first.bias, second.bias])
-    return F.conv2d(x, weight, bias, first.stride, first.padding, first.dilation, groups=2)
 
 
 def _split_sizes(channels: int, split: int) -> list[int]:
