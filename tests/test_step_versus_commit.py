@@ -1,0 +1,34 @@
+"""benchmarks/step_versus_commit.py: a reference that is not a commit is one line and exit 2; a training child
+refuses to time a tree whose `savl` it did not import (the comparison would time this checkout twice)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "step_versus_commit.py"
+
+
+def test_a_reference_that_is_not_a_commit_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--reference", "no-such-revision-x", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"--reference no-such-revision-x: not a commit of {ROOT}"]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_child_refuses_a_tree_whose_savl_it_did_not_import(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import step_versus_commit as svc
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # tmp_path holds no savl package, so the child imports the installed one and must stop before training
+    proc = subprocess.run(
+        [sys.executable, "-c", svc.CHILD, str(tmp_path), "representation.yaml", "1", "0", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"not from {tmp_path}" in proc.stderr
