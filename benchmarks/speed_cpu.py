@@ -1,7 +1,7 @@
 """Benchmark: where a book-size representation training step spends its time on the CPU, and what the measured
 speed options buy (issue: speed where students and practitioners run it).
 
-    python benchmarks/speed_cpu.py [--rounds 7] [--steps 3] [--threads 1,2] [--rounds-multi 2] [--out DIR]
+    python benchmarks/speed_cpu.py [--rounds 7] [--steps 3] [--threads 1,2] [--rounds-multi 2] [--out DIR] [--name STEM]
 
 1. Step variants, side by side: the representation stage at the `book` profile (batch 4, 32x32 LR, the real
    encoder, decoder and SAVL loss; one fixed degraded batch so that every variant does the same work) with
@@ -15,7 +15,8 @@ speed options buy (issue: speed where students and practitioners run it).
    without the tap floor (`savl.degrade.kernels.TAP_FLOOR`), and the time of the 21x21 per-sample blur of a
    batch with such kernels against the floored ones, with and without flushing subnormals.
 
-Writes `speed_cpu.json` and `.md` under --out. The machine's load average is recorded beside every figure.
+Writes `<--name>.json` and `.md` under --out (default `speed_cpu`). The machine's load average is recorded
+beside every figure.
 """
 
 from __future__ import annotations
@@ -68,17 +69,18 @@ def _child_steps(args) -> dict:
     built = {v: _build(v) for v in VARIANTS}
     cfg = built["baseline"][0]
     source = BatchSource(cfg, 0, 1, torch.device("cpu"))
-    lr, target, _ = source.next()
+    lr, target, real, _ = source.next()  # (LR, loss target, the GT the LR was made from, guide)
+    nhwc = torch.channels_last
     inputs = {
-        False: (lr, target),
-        True: (lr.contiguous(memory_format=torch.channels_last), target.contiguous(memory_format=torch.channels_last)),
+        False: (lr, target, real),
+        True: tuple(t.contiguous(memory_format=nhwc) for t in (lr, target, real)),
     }
 
     def step(variant: str, i: int) -> None:
         _, objective, opt, cl = built[variant]
-        x, y = inputs[cl]
+        x, y, c = inputs[cl]
         with torch.backends.mkldnn.flags(enabled=variant != "no_mkldnn"):
-            terms = objective(x, y, i, torch.Generator().manual_seed(i))
+            terms = objective(x, y, i, torch.Generator().manual_seed(i), c)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -118,9 +120,9 @@ def _child_steps(args) -> dict:
     clock = time.thread_time if args.threads == 1 else time.perf_counter
     for i in range(args.rounds * args.steps):
         t0 = clock()
-        x, y, _ = source.next()
+        x, y, real, _ = source.next()
         t1 = clock()
-        terms = objective(x, y, i, torch.Generator().manual_seed(i))
+        terms = objective(x, y, i, torch.Generator().manual_seed(i), real)
         t2 = clock()
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -135,8 +137,8 @@ def _child_steps(args) -> dict:
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(3):
-            x, y, _ = source.next()
-            terms = objective(x, y, i, torch.Generator().manual_seed(i))
+            x, y, real, _ = source.next()
+            terms = objective(x, y, i, torch.Generator().manual_seed(i), real)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -221,6 +223,7 @@ def main() -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds-multi", type=int, default=2, help="rounds (of one step) with more than one thread")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="speed_cpu", help="output file stem (one per machine: speed_cpu_<machine>)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -251,9 +254,9 @@ def main() -> int:
     report["kernels"] = kernels_section(max(5, args.rounds))
     report["load_at_end"] = _load()
     out = Path(args.out)
-    atomic_write_text(out / "speed_cpu.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "speed_cpu.md", _markdown(report))
-    print(f"wrote {out / 'speed_cpu.md'}")
+    atomic_write_text(out / f"{args.name}.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / f"{args.name}.md", _markdown(report))
+    print(f"wrote {out / (args.name + '.md')}")
     return 0
 
 
@@ -264,9 +267,9 @@ def _markdown(rep: dict) -> str:
         "",
         f"Command: `{m['command']}`  ",
         f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']}, commit `{m['git_commit']}`.  ",
-        f"Load average (1, 5, 15 min) at start {rep['load_at_start']}, at end {rep['load_at_end']}: the machine "
-        "was shared with other jobs (a model training ran throughout), so absolute times are inflated; the "
-        "ratios come from variants run round-robin in one process.",
+        f"Load average (1, 5, 15 min) at start {rep['load_at_start']}, at end {rep['load_at_end']}: absolute "
+        "times depend on what else the machine runs; the ratios come from variants run round-robin in one "
+        "process.",
         "",
     ]
     for r in rep["steps"]:
