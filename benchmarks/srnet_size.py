@@ -11,11 +11,12 @@ product per head and window (r = 2); the fused path instead widens q, k and v by
 The count runs on the `meta` device (shapes only, no arithmetic); a smoke-size model is also counted on the
 CPU with real tensors and must give the same number, which checks that shortcut.
 
-    python benchmarks/srnet_size.py            # writes benchmarks/results/srnet_size.{json,md}
+    python benchmarks/srnet_size.py [--out DIR]   # writes srnet_size.{json,md} (default benchmarks/results)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -130,6 +131,9 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(RESULTS), help="folder for srnet_size.{json,md}")
+    out = Path(p.parse_args().out)
     start = time.time()
     check = meta_matches_real()
     record = {
@@ -154,8 +158,8 @@ def main() -> None:
             "flops": {str(s): count_flops(model, s, "meta") for s in SIZES},
         }
     record["seconds"] = round(time.time() - start, 1)
-    atomic_write_text(RESULTS / "srnet_size.json", json.dumps(record, indent=2) + "\n")
-    atomic_write_text(RESULTS / "srnet_size.md", markdown(record))
+    atomic_write_text(out / "srnet_size.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "srnet_size.md", markdown(record))
     print(markdown(record))
 
 
