@@ -4,8 +4,9 @@
         [--rounds 4] [--steps 20] [--warmup 3] [--out benchmarks/results]
 
 A speed target written as milliseconds ("at most 100 ms per step on 2 idle cores") holds only on the machine it
-was measured on: the same code takes 1.5x longer on a CPU with half the vector width. This benchmark turns such a
-target into a ratio measured in one run: it checks the reference commit out into a temporary git worktree
+was measured on: the same representation step took about twice as long per thread on an AMD EPYC host (AVX2)
+as on an Intel Xeon host (benchmarks/results/train_step_cpu.md). This benchmark turns such a target into a
+ratio measured in one run: it checks the reference commit out into a temporary git worktree
 (removed afterwards), then trains the stage's `book` config in a fresh process per round for each tree,
 alternating which goes first, and reports the median step time of each and their paired ratio
 (reference / this checkout: above 1, this checkout is faster). Each child imports `savl` from its own tree
@@ -90,11 +91,14 @@ def step_gflop(stage: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from savl.models.savl import SAVL
+    from savl.train.config import load_config
 
     if stage != "representation":
         raise ValueError(stage)
+    cfg = load_config(ROOT / "configs" / "book" / CONFIGS[stage])
+    n, p, s = cfg.batch, cfg.lr_patch, cfg.data.scale
     model = SAVL.build("book").train()
-    lr, hr = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 128, 128)
+    lr, hr = torch.rand(n, 3, p, p), torch.rand(n, 3, s * p, s * p)
     counter = FlopCounterMode(display=False)
     with counter:
         model(lr, hr, 10)["loss"].backward()
