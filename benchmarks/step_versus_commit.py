@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from savl.provenance import atomic_write_text, cpu_model, git_commit
+from savl.provenance import atomic_write_text, git_commit, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"representation": "representation.yaml"}
@@ -40,7 +40,7 @@ CONFIGS = {"representation": "representation.yaml"}
 # Runs in the tree under test (cwd and PYTHONPATH are the tree): only the API every commit since the book
 # profile has (load_config, train, Run.metrics with s_per_step), so old commits run unchanged.
 CHILD = r"""
-import json, statistics, sys, tempfile, time
+import json, statistics, sys, tempfile
 from pathlib import Path
 import savl
 from savl.train import load_config, train
@@ -115,6 +115,9 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
+    if args.steps < 2 or args.rounds < 1:
+        print("--steps must be at least 2 (a quartile per process) and --rounds at least 1", file=sys.stderr)
+        return 2
     ref_commit = subprocess.run(
         ["git", "rev-parse", "--verify", f"{args.reference}^{{commit}}"], cwd=ROOT, capture_output=True, text=True
     )
@@ -127,8 +130,7 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "stage": args.stage,
         "threads": args.threads,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "machine": machine_info(),
         "this": git_commit(ROOT, dirty=True),
         "reference": ref_commit,
         "load_average_at_start": list(os.getloadavg()),
@@ -183,12 +185,12 @@ def main() -> int:
 
 
 def _markdown(rep: dict) -> str:
-    s = rep["summary"]
+    s, m = rep["summary"], rep["machine"]
     lines = [
         f"# {rep['stage'].capitalize()} step: this checkout beside commit {rep['reference'][:7]}",
         "",
         f"Command: `{rep['command']}`  ",
-        f"Machine: {rep['cpu']} ({rep['cores']} cores), {rep['threads']} torch threads; this checkout "
+        f"Machine: {m['cpu_model']} ({m['cpu_cores']} cores), {rep['threads']} torch threads; this checkout "
         f"{rep['this']}; load average (1, 5, 15 min) {rep['load_average_at_start']} at start, "
         f"{rep['load_average_at_end']} at end.",
         "",

@@ -53,3 +53,13 @@ def test_speed_cpu_runs_end_to_end_at_its_smallest(tmp_path):
     assert steps["threads"] == 1
     md = (tmp_path / "smoke.md").read_text()
     assert "Split of a baseline step" in md and "| baseline |" in md
+
+
+def test_too_few_steps_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--reference", "HEAD", "--steps", "1", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "--steps must be at least 2" in out.stderr
+    assert not list(tmp_path.iterdir())
